@@ -1,0 +1,5 @@
+"""SQLModel tables, one module per concept; importing this package registers them all for Alembic."""
+
+from engine.models.core import AuditEvent, DefinitionVersion, HumanTask, Instance, JSONType
+
+__all__ = ["AuditEvent", "DefinitionVersion", "HumanTask", "Instance", "JSONType"]
