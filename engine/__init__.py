@@ -1,0 +1,1 @@
+"""The funnel engine: the only package that imports SpiffWorkflow; every state change goes through it."""

@@ -1,0 +1,371 @@
+"""The orchestration layer every instance state change passes: start, advance, move back or skip.
+
+Each change is computed in memory first (criteria, SpiffWorkflow step, new columns); only when it
+is complete is it written, in one transaction that begins with the optimistic-concurrency UPDATE
+(`WHERE row_version = expected`), so two writers never both win and a refusal writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from engine import sandbox
+from engine.clock import utcnow
+from engine.data import merge_for_criteria, validate_data
+from engine.definitions import DefinitionStore, LoadedDefinition
+from engine.errors import Conflict, ExpressionError, InvalidInput, NotFound, TransitionRefused, WorkflowFailed
+from engine.models import AuditEvent, HumanTask, Instance
+from engine.spiff import SpiffError, Workflow
+from engine.stages import Stage, unmet_criteria
+from engine.views import InstanceView, TaskView, instance_view
+
+RUNNING = "running"
+COMPLETED = "completed"
+
+
+@dataclass
+class _Change:
+    """A computed, not yet written, change of one instance."""
+
+    kind: str
+    actor: str
+    now: datetime
+    workflow: Workflow
+    before: dict[str, Any]
+    from_stage: str | None
+    completed_task: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class ChangeEvent:
+    """What a listener is told, inside the writing transaction, after an instance changed."""
+
+    funnel: Funnel
+    session: Session
+    instance: Instance
+    definition: LoadedDefinition
+    kind: str  # created | advanced | moved_back | skipped
+    actor: str
+    now: datetime
+    from_stage: str | None
+    data_before: dict[str, Any]
+    opened_tasks: list[HumanTask] = field(default_factory=list)
+    closed_tasks: list[HumanTask] = field(default_factory=list)
+
+
+class ChangeListener(Protocol):
+    """Assignment, SLA clocks and linked instances react to changes in the same transaction."""
+
+    def after_change(self, event: ChangeEvent) -> None: ...
+
+
+class Funnel:
+    """Start and move instances; the API and CLI call only this."""
+
+    def __init__(self, engine: Engine, definitions: DefinitionStore,
+                 clock: Callable[[], datetime] = utcnow,
+                 listeners: Sequence[ChangeListener] = ()) -> None:
+        self.engine = engine
+        self.definitions = definitions
+        self.clock = clock
+        self.listeners = list(listeners)
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, instance_id: int) -> InstanceView:
+        with Session(self.engine) as session:
+            row = self._row(session, instance_id)
+            return instance_view(row, self._open_tasks(session, instance_id))
+
+    def history(self, instance_id: int) -> list[AuditEvent]:
+        with Session(self.engine) as session:
+            self._row(session, instance_id)
+            stmt = select(AuditEvent).where(AuditEvent.instance_id == instance_id).order_by(col(AuditEvent.id))
+            return list(session.exec(stmt))
+
+    def open_tasks(self, instance_id: int) -> list[TaskView]:
+        with Session(self.engine) as session:
+            self._row(session, instance_id)
+            return [TaskView.of(t) for t in self._open_tasks(session, instance_id)]
+
+    # ------------------------------------------------------------ writes
+
+    def start(self, workflow: str, data: Mapping[str, Any], *, actor: str,
+              customer_id: int | None = None, customer_tier: str | None = None,
+              assignee: str | None = None) -> InstanceView:
+        """Create an instance on the newest version, run it to its first stage and audit it."""
+        with Session(self.engine) as session:
+            row = self.start_in(session, workflow, data, actor=actor, customer_id=customer_id,
+                                customer_tier=customer_tier, assignee=assignee)
+            session.commit()
+            assert row.id is not None
+            return instance_view(row, self._open_tasks(session, row.id))
+
+    def start_in(self, session: Session, workflow: str, data: Mapping[str, Any], *, actor: str,
+                 customer_id: int | None = None, customer_tier: str | None = None,
+                 assignee: str | None = None) -> Instance:
+        """Like `start`, inside the caller's transaction (e.g. a won deal starting its project)."""
+        clean = validate_data(data)
+        if customer_tier is not None and customer_tier not in ("A", "B", "C", "D"):
+            raise InvalidInput(f"customer_tier must be one of A, B, C, D, not {customer_tier!r}", "customer_tier")
+        definition = self.definitions.latest(workflow)
+        now = self.clock()
+        try:
+            wf = Workflow.start(definition.specs, {**clean, "customer_tier": customer_tier})
+        except SpiffError as err:
+            raise WorkflowFailed(str(err)) from err
+        row = Instance(
+            workflow=definition.workflow, definition_version_id=definition.id, status=RUNNING,
+            assignee=assignee or actor, customer_id=customer_id, customer_tier=customer_tier,
+            state=wf.state(), created_by=actor, created_at=now, updated_at=now,
+        )
+        self._apply_columns(row, definition, wf)
+        session.add(row)
+        session.flush()
+        assert row.id is not None
+        opened, closed = self._sync_tasks(session, row, definition, wf, now=now, actor=actor, completed=None)
+        session.add(AuditEvent(
+            instance_id=row.id, at=now, actor=actor, kind="created", from_stage=None, to_stage=row.stage,
+            changes=_diff({}, row.data), row_version=row.row_version,
+        ))
+        self._notify(ChangeEvent(self, session, row, definition, "created", actor, now, None, {},
+                                 opened, closed))
+        return row
+
+    def advance(self, instance_id: int, data: Mapping[str, Any], *, actor: str,
+                expected_version: int | None = None, task_id: str | None = None) -> InstanceView:
+        """Complete the current stage if every exit criterion holds; else refuse listing all unmet."""
+        clean = validate_data(data)
+        row, definition, wf = self._load(instance_id, expected_version)
+        task = self._current_task(wf, task_id)
+        stage = definition.meta.stage_for_task(task.task_spec.name)
+        before = wf.data()
+        names = merge_for_criteria(before, clean, customer_tier=row.customer_tier)
+        unmet = unmet_criteria(stage.criteria if stage else (), names)
+        if unmet:
+            label = stage.name if stage else task.task_spec.name
+            raise TransitionRefused(f"cannot leave stage '{label}': {len(unmet)} criterion(s) not met", unmet)
+        change = _Change("advanced", actor, self.clock(), wf, before, row.stage, completed_task=str(task.id))
+        self._run(lambda: wf.complete(task, {**clean, "customer_tier": row.customer_tier}))
+        return self._write(row, definition, change)
+
+    def move(self, instance_id: int, to_stage: str, *, actor: str, reason: str | None,
+             data: Mapping[str, Any] | None = None, expected_version: int | None = None) -> InstanceView:
+        """Go back to an earlier stage or skip ahead, as the definition's policy allows, with a reason."""
+        clean = validate_data(data or {})
+        row, definition, wf = self._load(instance_id, expected_version)
+        meta = definition.meta
+        target = meta.stage_named(to_stage)
+        if target is None:
+            known = ", ".join(s.name for s in meta.stages)
+            raise InvalidInput(f"'{to_stage}' is not a stage of {meta.title}; stages: {known}", "to_stage")
+        current = meta.stage_for_task(self._current_task(wf, None).task_spec.name)
+        assert current is not None
+        kind, policy = _move_kind(current, target, meta.backward, meta.skip)
+        if policy != "with-reason":
+            raise TransitionRefused(
+                f"{meta.title} does not allow {'going back' if kind == 'moved_back' else 'skipping'} "
+                f"from '{current.name}' to '{target.name}'"
+            )
+        if not (reason or "").strip():
+            raise InvalidInput(f"moving from '{current.name}' to '{target.name}' needs a reason", "reason")
+        change = _Change(kind, actor, self.clock(), wf, wf.data(), row.stage, reason=(reason or "").strip())
+        if kind == "moved_back":
+            self._run(lambda: wf.reset_to(target.task, clean))
+        else:
+            self._skip_to(wf, definition, target, clean, row.customer_tier)
+        return self._write(row, definition, change)
+
+    # ------------------------------------------------------------ internals
+
+    def _load(self, instance_id: int, expected: int | None) -> tuple[Instance, LoadedDefinition, Workflow]:
+        if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
+            raise InvalidInput("expected_version must be a whole number", "expected_version")
+        with Session(self.engine) as session:
+            row = self._row(session, instance_id)
+            session.expunge(row)
+        if expected is not None and expected != row.row_version:
+            raise Conflict(
+                f"instance {instance_id} is at version {row.row_version}, not {expected}: reload it and retry",
+                current_version=row.row_version,
+            )
+        if row.status != RUNNING:
+            raise Conflict(f"instance {instance_id} is {row.status}; it has no stage to move",
+                           current_version=row.row_version)
+        definition = self.definitions.get(row.definition_version_id)
+        return row, definition, Workflow.restore(definition.specs, row.state)
+
+    @staticmethod
+    def _current_task(wf: Workflow, task_id: str | None) -> Any:
+        ready = wf.ready_human_tasks()
+        if task_id is not None:
+            match = [t for t in ready if str(t.id) == str(task_id)]
+            if not match:
+                raise NotFound(f"task {task_id} is not open on this instance")
+            return match[0]
+        if not ready:
+            raise Conflict("the instance has no open task to complete")
+        if len(ready) > 1:
+            ids = ", ".join(f"{t.id} ({t.task_spec.bpmn_name})" for t in ready)
+            raise InvalidInput(f"several tasks are open; say which with task_id: {ids}", "task_id")
+        return ready[0]
+
+    def _skip_to(self, wf: Workflow, definition: LoadedDefinition, target: Stage,
+                 data: dict[str, Any], tier: str | None) -> None:
+        for _ in range(len(definition.meta.stages) + 1):
+            task = self._current_task(wf, None)
+            if task.task_spec.name == target.task:
+                return
+            self._run(partial(wf.complete, task, {**data, "customer_tier": tier}))
+        raise TransitionRefused(f"could not reach stage '{target.name}' by skipping ahead")
+
+    @staticmethod
+    def _run(action: Callable[[], Any]) -> None:
+        try:
+            action()
+        except SpiffError as err:
+            raise WorkflowFailed(str(err)) from err
+
+    def _apply_columns(self, row: Instance, definition: LoadedDefinition, wf: Workflow) -> None:
+        """Derive the denormalised columns (stage, status, amount, probability) from the workflow."""
+        meta = definition.meta
+        data = wf.data()
+        data.pop("customer_tier", None)
+        row.data = data
+        stages = [s for t in wf.ready_human_tasks() if (s := meta.stage_for_task(t.task_spec.name))]
+        if stages:
+            current = min(stages, key=lambda s: s.order)
+            row.stage, row.stage_order, row.probability = current.name, current.order, current.probability
+            row.status = RUNNING
+        elif wf.completed:
+            end = wf.end_event()
+            outcome = meta.outcome_for(end) if end else None
+            row.status = outcome.status if outcome else COMPLETED
+            if outcome and outcome.probability is not None:
+                row.probability = outcome.probability
+        row.amount = _amount(meta.amount, data)
+
+    def _write(self, row: Instance, definition: LoadedDefinition, change: _Change) -> InstanceView:
+        assert row.id is not None
+        expected = row.row_version
+        self._apply_columns(row, definition, change.workflow)
+        state = change.workflow.state()
+        with Session(self.engine) as session:
+            result = session.execute(
+                sa.update(Instance)
+                .where(col(Instance.id) == row.id, col(Instance.row_version) == expected)
+                .values(
+                    state=state, data=row.data, stage=row.stage, stage_order=row.stage_order,
+                    status=row.status, probability=row.probability, amount=row.amount,
+                    row_version=expected + 1, updated_at=change.now,
+                )
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                session.rollback()
+                current = session.get(Instance, row.id)
+                version = current.row_version if current else None
+                raise Conflict(
+                    f"instance {row.id} was changed by someone else (now at version {version}); "
+                    "reload it and retry",
+                    current_version=version,
+                )
+            row.row_version = expected + 1
+            row.state = state
+            opened, closed = self._sync_tasks(session, row, definition, change.workflow, now=change.now,
+                                              actor=change.actor, completed=change.completed_task)
+            session.add(AuditEvent(
+                instance_id=row.id, at=change.now, actor=change.actor, kind=change.kind,
+                from_stage=change.from_stage, to_stage=row.stage if row.status == RUNNING else row.status,
+                changes=_diff(change.before, row.data), reason=change.reason, row_version=row.row_version,
+            ))
+            self._notify(ChangeEvent(self, session, row, definition, change.kind, change.actor, change.now,
+                                     change.from_stage, change.before, opened, closed))
+            session.commit()
+            return instance_view(row, self._open_tasks(session, row.id))
+
+    @staticmethod
+    def _sync_tasks(session: Session, row: Instance, definition: LoadedDefinition, wf: Workflow, *,
+                    now: datetime, actor: str, completed: str | None) -> tuple[list[HumanTask], list[HumanTask]]:
+        """Mirror the ready user tasks into human_task rows; return the (opened, closed) rows."""
+        assert row.id is not None
+        ready = {str(t.id): t for t in wf.ready_human_tasks()}
+        opened: list[HumanTask] = []
+        closed: list[HumanTask] = []
+        stmt = select(HumanTask).where(HumanTask.instance_id == row.id, HumanTask.status == "ready")
+        for task in session.exec(stmt):
+            if task.task_uuid in ready:
+                ready.pop(task.task_uuid)
+                continue
+            task.status = "completed" if task.task_uuid == completed else "cancelled"
+            task.completed_at = now
+            task.completed_by = actor if task.status == "completed" else None
+            session.add(task)
+            closed.append(task)
+        for uuid, task in ready.items():
+            stage = definition.meta.stage_for_task(task.task_spec.name)
+            opened.append(HumanTask(
+                instance_id=row.id, task_uuid=uuid, task_spec=task.task_spec.name,
+                name=task.task_spec.bpmn_name or task.task_spec.name,
+                stage=stage.name if stage else None, lane=stage.lane if stage else None,
+                role=stage.role if stage else None, status="ready", assignee=row.assignee, created_at=now,
+            ))
+        session.add_all(opened)
+        session.flush()
+        return opened, closed
+
+    def _notify(self, event: ChangeEvent) -> None:
+        for listener in self.listeners:
+            listener.after_change(event)
+
+    @staticmethod
+    def _row(session: Session, instance_id: int) -> Instance:
+        if not isinstance(instance_id, int) or isinstance(instance_id, bool):
+            raise InvalidInput("instance id must be a whole number", "instance_id")
+        row = session.get(Instance, instance_id)
+        if row is None:
+            raise NotFound(f"instance {instance_id} does not exist")
+        return row
+
+    @staticmethod
+    def _open_tasks(session: Session, instance_id: int) -> list[HumanTask]:
+        stmt = select(HumanTask).where(HumanTask.instance_id == instance_id, HumanTask.status == "ready")
+        return list(session.exec(stmt.order_by(col(HumanTask.id))))
+
+
+def _move_kind(current: Stage, target: Stage, backward: str, skip: str) -> tuple[str, str]:
+    if target.order < current.order:
+        return "moved_back", backward
+    if target.order == current.order:
+        raise TransitionRefused(f"the instance is already in stage '{current.name}'")
+    if target.order == current.order + 1:
+        raise TransitionRefused(
+            f"'{target.name}' is the next stage: advance to it (its criteria apply) instead of skipping"
+        )
+    return "skipped", skip
+
+
+def _amount(expression: str | None, data: Mapping[str, Any]) -> float | None:
+    if not expression:
+        return None
+    try:
+        value = sandbox.evaluate(expression, data, missing_as_none=True)
+    except ExpressionError:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """Fields changed, as {field: {"from": old, "to": new}} (absent fields are null)."""
+    keys = sorted(set(before) | set(after))
+    return {k: {"from": before.get(k), "to": after.get(k)} for k in keys if before.get(k) != after.get(k)}
