@@ -1,0 +1,77 @@
+"""The `funnel` command: serve, validate, migrate, demo. Calls the same engine as the API."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from engine.errors import FunnelError
+from engine.settings import get_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Sales-funnel workflow engine.")
+
+
+def _fail(err: FunnelError) -> None:
+    typer.echo(f"error: {err.message}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def validate(paths: Annotated[list[Path], typer.Argument(help="files or folders of .bpmn/.dmn")]) -> None:
+    """Lint workflow files: 'ok' or each problem with file, line and element. Exit 1 on problems."""
+    from engine import lint
+
+    verdicts = lint.lint_paths(paths)
+    typer.echo(lint.format_verdicts(verdicts))
+    raise typer.Exit(0 if all(v.ok for v in verdicts) else 1)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    from engine.db import make_engine
+    from engine.db import migrate as run
+
+    settings = get_settings()
+    run(make_engine(settings.database_url))
+    typer.echo(f"database at {settings.database_url} is up to date")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+    demo: Annotated[bool, typer.Option(help="seed the demo data set if the database is empty")] = False,
+) -> None:
+    """Run the HTTP service on the configured database with the shipped workflows loaded."""
+    import uvicorn
+
+    from api.app import create_app
+    from engine import demo as demo_data
+    from engine.bootstrap import open_funnel
+
+    settings = get_settings()
+    try:
+        funnel = open_funnel(settings)
+        seeded = demo_data.seed(funnel) if demo else 0
+    except FunnelError as err:
+        _fail(err)
+        return
+    bind_host, bind_port = host or settings.host, port or settings.port
+    typer.echo(f"database: {settings.database_url}")
+    typer.echo(f"workflows: {', '.join(funnel.definitions.names())} (from {settings.workflows_dir})")
+    if seeded:
+        typer.echo(f"demo data: {seeded} opportunities created")
+    typer.echo(f"listening on http://{bind_host}:{bind_port}  (API docs: http://{bind_host}:{bind_port}/docs)")
+    uvicorn.run(create_app(funnel), host=bind_host, port=bind_port, log_level="info")
+
+
+def main() -> None:
+    try:
+        app()
+    except FunnelError as err:  # pragma: no cover - commands catch their own; this is the backstop
+        typer.echo(f"error: {err.message}", err=True)
+        sys.exit(2)
