@@ -1,0 +1,1 @@
+"""People tables (issue 4): users, roles, teams, absences, assignment pointers and explanations."""
