@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel
 
 from engine.clock import utcnow
+from engine.models.types import timestamp
 
 # Business data is queried (JSONB on PostgreSQL); workflow state and specs are opaque blobs (plain JSON).
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -22,8 +23,6 @@ JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 BlobJSON = sa.JSON()
 
 
-def _ts(**kw: Any) -> Any:
-    return Field(sa_column=sa.Column(sa.DateTime(timezone=True), **kw))
 
 
 class DefinitionVersion(SQLModel, table=True):
@@ -41,7 +40,7 @@ class DefinitionVersion(SQLModel, table=True):
     dmn: dict[str, str] = Field(default_factory=dict, sa_column=sa.Column(JSONType, nullable=False))
     spec: dict[str, Any] = Field(sa_column=sa.Column(BlobJSON, nullable=False))
     meta: dict[str, Any] = Field(sa_column=sa.Column(JSONType, nullable=False))
-    created_at: datetime = _ts(nullable=False, default=utcnow)
+    created_at: datetime = timestamp(nullable=False, default=utcnow)
 
 
 class Instance(SQLModel, table=True):
@@ -60,13 +59,15 @@ class Instance(SQLModel, table=True):
     customer_tier: str | None = Field(default=None, max_length=1)
     amount: float | None = None
     probability: float | None = None
-    next_due_at: datetime | None = _ts(nullable=True, index=True)
+    next_due_at: datetime | None = timestamp(nullable=True, index=True)
+    # Set while the instance waits on the customer (SLA clocks pause); see Funnel.set_waiting.
+    waiting_since: datetime | None = timestamp(nullable=True)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSONType, nullable=False))
     state: dict[str, Any] = Field(sa_column=sa.Column(BlobJSON, nullable=False))
     row_version: int = Field(default=1, nullable=False)
     created_by: str = Field(max_length=200)
-    created_at: datetime = _ts(nullable=False, default=utcnow)
-    updated_at: datetime = _ts(nullable=False, default=utcnow)
+    created_at: datetime = timestamp(nullable=False, default=utcnow)
+    updated_at: datetime = timestamp(nullable=False, default=utcnow)
 
 
 class HumanTask(SQLModel, table=True):
@@ -84,8 +85,9 @@ class HumanTask(SQLModel, table=True):
     role: str | None = Field(default=None, max_length=40)
     status: str = Field(index=True, max_length=20)  # ready | completed | cancelled
     assignee: str | None = Field(default=None, index=True, max_length=200)
-    created_at: datetime = _ts(nullable=False, default=utcnow)
-    completed_at: datetime | None = _ts(nullable=True)
+    team: str | None = Field(default=None, index=True, max_length=100)  # whose queue holds it (issue 4)
+    created_at: datetime = timestamp(nullable=False, default=utcnow)
+    completed_at: datetime | None = timestamp(nullable=True)
     completed_by: str | None = Field(default=None, max_length=200)
 
 
@@ -96,7 +98,7 @@ class AuditEvent(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     instance_id: int = Field(foreign_key="instance.id", index=True)
-    at: datetime = _ts(nullable=False)
+    at: datetime = timestamp(nullable=False)
     actor: str = Field(max_length=200)
     kind: str = Field(max_length=40)  # created | advanced | moved_back | skipped
     from_stage: str | None = Field(default=None, max_length=200)
