@@ -5,16 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from engine.assignment import AssignmentListener
 from engine.clock import utcnow
 from engine.db import make_engine, migrate
 from engine.definitions import DefinitionStore
 from engine.instances import ChangeListener, Funnel
+from engine.links import LinkStarter
+from engine.service_metrics import TicketMetricsListener
 from engine.settings import Settings
 
 
 def listeners(settings: Settings) -> list[ChangeListener]:
     """The reactions that run inside every instance change's transaction, in this order."""
     found: list[ChangeListener] = []
+    found.append(AssignmentListener())  # who gets each opened task, explained (first: others see the owner)
+    found.append(LinkStarter())  # outcomes that start follow-up work (a won deal its project)
+    found.append(TicketMetricsListener())  # service requests: handling time, reopens, satisfaction
     return found
 
 

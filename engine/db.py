@@ -44,8 +44,8 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
-def migrate(engine: Engine, revision: str = "heads") -> None:
-    """Bring the schema to `revision` (idempotent; safe on every start; "heads" = every branch)."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision` (idempotent; safe on every start)."""
     command.upgrade(alembic_config(engine), revision)
 
 

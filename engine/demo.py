@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
+from engine import customers, people
 from engine.instances import Funnel
 from engine.models import Instance
 
@@ -15,26 +16,29 @@ STAGE_DATA: list[dict[str, object]] = [
     {"proposal_submitted": True, "solution_review_passed": True, "final_amount": 172500.0},
 ]
 
-OPPORTUNITIES: list[tuple[str, str, int, str]] = [
-    ("Baosteel Trading", "A", 1, "alice"),
-    ("Northern Machinery", "B", 2, "bob"),
-    ("Delta Distribution", "C", 3, "alice"),
-    ("Harbour Cranes", "A", 4, "carol"),
-    ("Riverside Tools", "D", 0, "bob"),
+# (stage to reach, rep who creates it, region, product line): customers come from seed_customers
+OPPORTUNITIES: list[tuple[int, str, str, str]] = [
+    (1, "alice", "north", "coil"),
+    (2, "bob", "north", "coil"),
+    (3, "carol", "south", "tools"),
+    (4, "diego", "south", "cranes"),
+    (0, "alice", "north", "cranes"),
 ]
 
 
 def seed(funnel: Funnel) -> int:
-    """Create the demo opportunities once (no-op when any instance exists); return how many were made."""
+    """Seed roster, customers and opportunities once (no-op when any instance exists); return how many."""
     with Session(funnel.engine) as session:
         if session.exec(select(Instance.id).limit(1)).first() is not None:
             return 0
+    people.seed_roster(funnel.engine, now=funnel.clock())
+    customer_ids = customers.seed_customers(funnel)
     made = 0
-    for name, tier, advances, rep in OPPORTUNITIES:
-        first = {**STAGE_DATA[0], "customer_name": name}
-        view = funnel.start("sales_funnel", first, actor=rep, customer_tier=tier)
+    for (advances, rep, region, line), customer_id in zip(OPPORTUNITIES, customer_ids, strict=False):
+        first = {**STAGE_DATA[0], "region": region, "product_line": line}
+        view = funnel.start("sales_funnel", first, actor=rep, customer_id=customer_id)
         for data in STAGE_DATA[:advances]:
-            payload = {**data, "customer_name": name} if data is STAGE_DATA[0] else data
-            view = funnel.advance(view.id, payload, actor=rep)
+            extra = {"manager_approval": "approved by the sales manager"} if view.customer_tier == "D" else {}
+            view = funnel.advance(view.id, {**data, **extra}, actor=rep)
         made += 1
     return made

@@ -17,13 +17,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from engine import sandbox
+from engine import holds, sandbox
 from engine.clock import utcnow
+from engine.customers import for_instance
 from engine.data import merge_for_criteria, validate_data
 from engine.definitions import DefinitionStore, LoadedDefinition
 from engine.errors import Conflict, ExpressionError, InvalidInput, NotFound, TransitionRefused, WorkflowFailed
 from engine.models import AuditEvent, HumanTask, Instance
-from engine.spiff import SpiffError, Workflow
+from engine.spiff import SpiffError, Workflow, task_label
+from engine.spiff import cancel as cancel_workflow
 from engine.stages import Stage, unmet_criteria
 from engine.views import InstanceView, TaskView, instance_view
 
@@ -43,6 +45,7 @@ class _Change:
     from_stage: str | None
     completed_task: str | None = None
     reason: str | None = None
+    status: str | None = None  # overrides the status derived from the workflow (closed_early)
 
 
 @dataclass
@@ -53,7 +56,8 @@ class ChangeEvent:
     session: Session
     instance: Instance
     definition: LoadedDefinition
-    kind: str  # created | advanced | moved_back | skipped
+    kind: str  # created | advanced | moved_back | skipped | tier_changed (engine.customers)
+    #            | waiting_started | waiting_ended | closed_early (engine.holds)
     actor: str
     now: datetime
     from_stage: str | None
@@ -101,11 +105,14 @@ class Funnel:
 
     def start(self, workflow: str, data: Mapping[str, Any], *, actor: str,
               customer_id: int | None = None, customer_tier: str | None = None,
-              assignee: str | None = None) -> InstanceView:
-        """Create an instance on the newest version, run it to its first stage and audit it."""
+              assignee: str | None = None, waiting: bool = False,
+              waiting_reason: str | None = None) -> InstanceView:
+        """Create an instance on the newest version at its first stage, audited; `waiting`: already on hold."""
         with Session(self.engine) as session:
             row = self.start_in(session, workflow, data, actor=actor, customer_id=customer_id,
                                 customer_tier=customer_tier, assignee=assignee)
+            if waiting:
+                self._start_waiting_in(session, row, waiting=waiting, actor=actor, reason=waiting_reason)
             session.commit()
             assert row.id is not None
             return instance_view(row, self._open_tasks(session, row.id))
@@ -117,6 +124,7 @@ class Funnel:
         clean = validate_data(data)
         if customer_tier is not None and customer_tier not in ("A", "B", "C", "D"):
             raise InvalidInput(f"customer_tier must be one of A, B, C, D, not {customer_tier!r}", "customer_tier")
+        clean, customer_tier = for_instance(session, clean, customer_id=customer_id, customer_tier=customer_tier)
         definition = self.definitions.latest(workflow)
         now = self.clock()
         try:
@@ -185,9 +193,39 @@ class Funnel:
             self._skip_to(wf, definition, target, clean, row.customer_tier)
         return self._write(row, definition, change)
 
+    def set_waiting(self, instance_id: int, *, waiting: bool, actor: str, reason: str | None,
+                    expected_version: int | None = None) -> InstanceView:
+        """Enter or leave 'waiting on the customer' (SLA clocks pause), where the definition allows it."""
+        row, definition, wf = self._load(instance_id, expected_version, finished="it cannot wait on the customer")
+        kind, text = holds.waiting_change(row, definition.meta, waiting=waiting, reason=reason)
+        now = self.clock()
+        row.waiting_since = now if waiting else None
+        return self._write(row, definition, _Change(kind, actor, now, wf, wf.data(), row.stage, reason=text))
+
+    def close_early(self, instance_id: int, *, actor: str, reason: str | None,
+                    expected_version: int | None = None) -> InstanceView:
+        """Close with tasks still open (cancelled, listed as `unanswered`), where the definition allows it."""
+        row, definition, wf = self._load(instance_id, expected_version, finished="there is nothing to close")
+        text = holds.close_reason(definition.meta, reason)
+        before = wf.data()
+        self._run(lambda: cancel_workflow(wf, record_open_as=holds.UNANSWERED))
+        return self._write(row, definition, _Change(holds.CLOSED_EARLY, actor, self.clock(), wf, before, row.stage,
+                                                    reason=text, status=holds.CLOSED_EARLY))
+
     # ------------------------------------------------------------ internals
 
-    def _load(self, instance_id: int, expected: int | None) -> tuple[Instance, LoadedDefinition, Workflow]:
+    def _start_waiting_in(self, session: Session, row: Instance, *, waiting: bool, actor: str,
+                          reason: str | None) -> None:
+        """Put a just-created instance on hold in its creating transaction: one version, two audit entries."""
+        definition = self.definitions.get(row.definition_version_id)
+        kind, text = holds.waiting_change(row, definition.meta, waiting=waiting, reason=reason)
+        row.waiting_since = now = self.clock()
+        session.add(row)
+        session.add(holds.waiting_started_event(row, now=now, actor=actor, reason=text or ""))
+        self._notify(ChangeEvent(self, session, row, definition, kind, actor, now, row.stage, dict(row.data)))
+
+    def _load(self, instance_id: int, expected: int | None, *, finished: str = "it has no stage to move"
+              ) -> tuple[Instance, LoadedDefinition, Workflow]:
         if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
             raise InvalidInput("expected_version must be a whole number", "expected_version")
         with Session(self.engine) as session:
@@ -199,7 +237,7 @@ class Funnel:
                 current_version=row.row_version,
             )
         if row.status != RUNNING:
-            raise Conflict(f"instance {instance_id} is {row.status}; it has no stage to move",
+            raise Conflict(f"instance {instance_id} is {row.status}; {finished}",
                            current_version=row.row_version)
         definition = self.definitions.get(row.definition_version_id)
         return row, definition, Workflow.restore(definition.specs, row.state)
@@ -215,7 +253,7 @@ class Funnel:
         if not ready:
             raise Conflict("the instance has no open task to complete")
         if len(ready) > 1:
-            ids = ", ".join(f"{t.id} ({t.task_spec.bpmn_name})" for t in ready)
+            ids = ", ".join(f"{t.id} ({task_label(t)})" for t in ready)
             raise InvalidInput(f"several tasks are open; say which with task_id: {ids}", "task_id")
         return ready[0]
 
@@ -258,6 +296,8 @@ class Funnel:
         assert row.id is not None
         expected = row.row_version
         self._apply_columns(row, definition, change.workflow)
+        row.status = change.status or row.status
+        ended_wait = holds.end_wait(row, change.kind)
         state = change.workflow.state()
         with Session(self.engine) as session:
             result = session.execute(
@@ -266,7 +306,7 @@ class Funnel:
                 .values(
                     state=state, data=row.data, stage=row.stage, stage_order=row.stage_order,
                     status=row.status, probability=row.probability, amount=row.amount,
-                    row_version=expected + 1, updated_at=change.now,
+                    row_version=expected + 1, updated_at=change.now, waiting_since=row.waiting_since,
                 )
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -282,6 +322,9 @@ class Funnel:
             row.state = state
             opened, closed = self._sync_tasks(session, row, definition, change.workflow, now=change.now,
                                               actor=change.actor, completed=change.completed_task)
+            if ended_wait:
+                session.add(holds.wait_ended_event(row, kind=change.kind, now=change.now, actor=change.actor,
+                                                   stage=change.from_stage))
             session.add(AuditEvent(
                 instance_id=row.id, at=change.now, actor=change.actor, kind=change.kind,
                 from_stage=change.from_stage, to_stage=row.stage if row.status == RUNNING else row.status,
@@ -314,7 +357,7 @@ class Funnel:
             stage = definition.meta.stage_for_task(task.task_spec.name)
             opened.append(HumanTask(
                 instance_id=row.id, task_uuid=uuid, task_spec=task.task_spec.name,
-                name=task.task_spec.bpmn_name or task.task_spec.name,
+                name=task_label(task),
                 stage=stage.name if stage else None, lane=stage.lane if stage else None,
                 role=stage.role if stage else None, status="ready", assignee=row.assignee, created_at=now,
             ))

@@ -18,7 +18,7 @@ from lxml import etree
 from SpiffWorkflow.dmn.parser.BpmnDmnParser import SCHEMAS as DMN_SCHEMAS
 from SpiffWorkflow.spiff.parser.process import VALIDATOR
 
-from engine import lint_bpmn, lint_dmn, lint_expr
+from engine import lint_assignment, lint_bpmn, lint_dmn, lint_expr
 from engine.errors import Problem
 from engine.lint_common import BPMN_NS, NS, Findings, element_id, short_tags
 from engine.spiff import parse_sources, problem_from_spiff, xml_parser
@@ -171,6 +171,8 @@ def _lint_bpmn(findings: Findings, root: etree._Element, content: bytes, compani
         findings.guarded("engine", lambda: _engine_load(findings, root, content, ids, companions))
     for process in runnable:
         findings.guarded("stage metadata", functools.partial(_stage_metadata, findings, process))
+        findings.guarded("assignment", functools.partial(
+            lint_assignment.check_references, findings, process, companions))
     findings.guarded("diagram", lambda: lint_bpmn.check_diagram(findings, root))
     return ids
 

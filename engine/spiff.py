@@ -9,9 +9,13 @@ stored once per definition version, not repeated in every instance, and restored
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 from collections.abc import Iterable, Mapping
+from copy import deepcopy
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
@@ -19,7 +23,10 @@ from lxml import etree
 from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
 from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter
 from SpiffWorkflow.bpmn.serializer.workflow import BpmnWorkflowSerializer
+from SpiffWorkflow.bpmn.specs.mixins.multiinstance_task import MultiInstanceTask
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
+from SpiffWorkflow.dmn.engine.DMNEngine import DMNEngine
+from SpiffWorkflow.dmn.parser.BpmnDmnParser import BpmnDmnParser
 from SpiffWorkflow.exceptions import SpiffWorkflowException, WorkflowException
 from SpiffWorkflow.spiff.parser.process import VALIDATOR, SpiffBpmnParser
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
@@ -34,9 +41,12 @@ _SCRIPT_ENGINE = sandbox.make_script_engine()
 _WORKFLOW_CONVERTER = BpmnWorkflowConverter(BpmnWorkflow, SERIALIZER.registry)
 
 __all__ = [
+    "DecisionResult",
     "ParsedSpecs",
+    "RuleMatch",
     "SpiffError",
     "Workflow",
+    "evaluate_decision",
     "parse_sources",
     "problem_from_spiff",
     "xml_parser",
@@ -194,7 +204,9 @@ class Workflow:
         """The business data as the last completed task (or the ready one) sees it."""
         ready = self.ready_human_tasks()
         if ready:
-            return dict(ready[0].data)
+            return deepcopy(dict(shared_data_task(ready[0]).data))  # Spiff mutates nested values in place
+        if self.wf.completed and not self.wf.success:  # cancelled: cancel() kept the data as it stood
+            return dict(self.wf.data)
         last = self.wf.last_task
         if last is not None:
             return dict(last.data)
@@ -247,3 +259,187 @@ def _parents_first(dct: dict[str, Any]) -> None:
     for tid, task in tasks.items():  # anything unreachable keeps its place after the tree
         ordered.setdefault(tid, task)
     dct["tasks"] = ordered
+
+
+# ---------------------------------------------------------------- decision tables (assignment rules)
+
+
+@dataclass(frozen=True)
+class RuleMatch:
+    """One decision-table row whose every input cell held: its number (1-based), id, cells and outputs."""
+
+    row: int
+    rule_id: str
+    inputs: dict[str, str]
+    outputs: dict[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    """Every matching row in table order, the rows that could not be evaluated, and the input values."""
+
+    decision_id: str
+    hit_policy: str
+    values: dict[str, Any]
+    matches: list[RuleMatch]
+    skipped: list[tuple[int, str]]
+
+
+class _DecisionTask:
+    """The few task attributes Spiff's DMN engine and its exceptions read, without a running workflow."""
+
+    def __init__(self, decision_id: str, file: str, data: dict[str, Any]) -> None:
+        self.data = data
+        self.task_spec = SimpleNamespace(name=decision_id, bpmn_name=decision_id)
+        self.workflow = SimpleNamespace(script_engine=_SCRIPT_ENGINE, spec=SimpleNamespace(file=file))
+        self.workflow.top_workflow = self.workflow
+
+
+def _decision_file(sources: Mapping[str, str | bytes], decision_id: str) -> tuple[str, bytes]:
+    """The DMN document that defines `decision_id` (documents that do not parse are passed over)."""
+    for name, content in sorted(sources.items()):
+        raw = content.encode() if isinstance(content, str) else content
+        try:
+            root = etree.fromstring(raw, xml_parser())
+        except etree.XMLSyntaxError:
+            continue
+        if any(node.get("id") == decision_id for node in root.iter("{*}decision")):
+            return name, raw
+    raise SpiffError(f"no DMN file of this definition version defines decision '{decision_id}'")
+
+
+@functools.lru_cache(maxsize=64)
+def _decision_table(name: str, raw: bytes, decision_id: str) -> Any:
+    """The parsed (read-only) decision table, once per distinct document."""
+    parser = BpmnDmnParser()
+    try:
+        parser.add_dmn_xml(etree.fromstring(raw, xml_parser()), filename=name)
+        dmn = parser.dmn_parsers[decision_id]
+        dmn.parse()
+    except (ValidationException, KeyError) as err:
+        raise SpiffError(f"decision '{decision_id}' in {name} cannot be read: {err}") from err
+    return dmn.decision.decisionTables[0]
+
+
+def _names_used(table: Any) -> set[str]:
+    """Variables the input expressions and cells read: unset ones are given as None, as in criteria."""
+    used: set[str] = set()
+    texts = [i.expression or "" for i in table.inputs]
+    texts += [lhs for r in table.rules for e in r.inputEntries for lhs in e.lhs if lhs]
+    texts += [e.text for r in table.rules for e in r.outputEntries if e.text]
+    for text in texts:
+        for source in (text.replace("?", " v "), f"v {text}"):
+            try:
+                tree = ast.parse(source.strip(), mode="eval")
+            except SyntaxError:
+                continue
+            used |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+            break
+    return used - {"v"}
+
+
+def _row_holds(engine: DMNEngine, rule: Any, task: _DecisionTask) -> bool:
+    """Spiff's own cell test; the trailing space stops it gluing `region` + `in (...)` into `regionin (...)`."""
+    return all(
+        engine.evaluate(f"{entry.input.expression or entry.input.label} ", lhs, task)
+        for entry in rule.inputEntries for lhs in entry.lhs if lhs is not None and lhs.strip()
+    )
+
+
+def _input_values(table: Any, task: _DecisionTask) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for column in table.inputs:
+        expression = column.expression or column.label
+        try:
+            values[column.label or expression] = _SCRIPT_ENGINE.evaluate(task, expression)
+        except Exception as err:
+            values[column.label or expression] = f"<cannot be evaluated: {_reason(err)}>"
+    return values
+
+
+def _reason(err: Exception) -> str:
+    inner = getattr(err, "exception", None)
+    if isinstance(inner, ExpressionError):
+        return inner.message
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def evaluate_decision(sources: Mapping[str, str | bytes], decision_id: str,
+                      data: Mapping[str, Any]) -> DecisionResult:
+    """Run one decision table in the sandbox and return every matching row, first to last.
+
+    Unlike Spiff's own UNIQUE (which stops at the first hit), every row is tried, so the caller can
+    refuse a UNIQUE table that matched twice; a row whose cell fails (e.g. `> 100` on an unset
+    amount) does not match and is reported in `skipped`.
+    """
+    name, raw = _decision_file(sources, decision_id)
+    table = _decision_table(name, raw, decision_id)
+    names = json.loads(json.dumps(dict(data), default=str))
+    for missing in _names_used(table) - names.keys():
+        names[missing] = None
+    task = _DecisionTask(decision_id, name, names)
+    engine = DMNEngine(table)
+    matches: list[RuleMatch] = []
+    skipped: list[tuple[int, str]] = []
+    for rule in table.rules:
+        try:
+            if not _row_holds(engine, rule, task):
+                continue
+        except Exception as err:
+            skipped.append((rule.row_number, _reason(err)))
+            continue
+        try:
+            outputs = json.loads(json.dumps(dict(rule.output_as_dict(task)), default=str))
+        except Exception as err:
+            raise SpiffError(f"decision '{decision_id}' row {rule.row_number}: an output failed: "
+                             f"{_reason(err)}") from err
+        cells = {(e.input.label or e.input.expression or "?"): e.lhs[0] for e in rule.inputEntries
+                 if e.lhs and e.lhs[0] is not None and e.lhs[0].strip()}
+        matches.append(RuleMatch(rule.row_number, rule.id, cells, outputs, (rule.description or "").strip()))
+    return DecisionResult(decision_id, table.hit_policy, _input_values(table, task), matches, skipped)
+
+
+# ---------------------------------------------------------------- multi-instance tasks and early close
+
+
+def shared_data_task(task: Task) -> Task:
+    """The task holding an instance's shared data: a multi-instance child only has a private copy
+    (plus its item), and its answer reaches the shared data through the parent's output collection."""
+    parent = task.parent
+    if parent is not None and isinstance(parent.task_spec, MultiInstanceTask):
+        return parent
+    return task
+
+
+def instance_item(task: Task) -> Any:
+    """The item a multi-instance child works on (e.g. its department), or None for an ordinary task."""
+    parent = task.parent
+    spec = parent.task_spec if parent is not None else None
+    if not isinstance(spec, MultiInstanceTask):
+        return None
+    if spec.input_item is not None and spec.input_item.exists(task):
+        return spec.input_item.get(task)
+    return task.internal_data.get("key_or_index", task.internal_data.get("item"))
+
+
+def task_label(task: Task) -> str:
+    """What people call a ready task: its name, plus the item of a multi-instance child."""
+    name = str(task.task_spec.bpmn_name or task.task_spec.name)
+    item = instance_item(task)
+    return f"{name}: {item}" if isinstance(item, str | int) and not isinstance(item, bool) else name
+
+
+def cancel(workflow: Workflow, *, record_open_as: str) -> list[str]:
+    """Close early: cancel every open task and keep the shared data as it stood, plus, under
+    `record_open_as`, who had not answered (a multi-instance child's item, else the task's name)."""
+    open_labels = [_open_label(t) for t in workflow.ready_human_tasks()]
+    data = {**workflow.data(), record_open_as: open_labels}
+    _run(workflow.wf.cancel)
+    workflow.wf.data = data
+    return open_labels
+
+
+def _open_label(task: Task) -> str:
+    item = instance_item(task)
+    return str(item) if isinstance(item, str | int) and not isinstance(item, bool) else task_label(task)

@@ -6,6 +6,7 @@ the same code serves loading (definitions), linting (lint) and enforcement (inst
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -13,14 +14,20 @@ from typing import Any, Literal
 from lxml import etree
 
 from engine import sandbox
+from engine.data import RESERVED
 from engine.errors import ExpressionError, Problem, UnmetCriterion
 
 FUNNEL_NS = "urn:funnel:1.0"
 BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
 NS = {"bpmn": BPMN_NS, "funnel": FUNNEL_NS}
 POLICY_VALUES = ("never", "with-reason")
+WAITING_VALUES = ("never", "allowed")
+# SpiffWorkflow names the per-iteration spec of a loop or multi-instance activity "<id> [child]".
+LOOP_CHILD_SUFFIX = " [child]"
+NOT_COPYABLE = RESERVED | sandbox.SAFE_FUNCTIONS.keys()
 
 Policy = Literal["never", "with-reason"]
+Waiting = Literal["never", "allowed"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class Stage:
     criteria: tuple[Criterion, ...] = ()
     lane: str | None = None
     role: str | None = None
+    assignment: str | None = None  # decision id that assigns this stage's task (overrides the process's)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +85,7 @@ class Stage:
             "criteria": [c.to_dict() for c in self.criteria],
             "lane": self.lane,
             "role": self.role,
+            "assignment": self.assignment,
         }
 
     @classmethod
@@ -89,16 +98,36 @@ class Stage:
             criteria=tuple(Criterion.from_dict(c) for c in data.get("criteria", ())),
             lane=data.get("lane"),
             role=data.get("role"),
+            assignment=data.get("assignment"),
         )
 
 
 @dataclass(frozen=True)
+class Starts:
+    """A workflow an outcome starts (a won deal its project), linked as `link`, carrying `copy` fields."""
+
+    workflow: str
+    link: str
+    copy: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """What reaching an end event means: a status (won, lost, closed...) and a final probability."""
+    """What reaching an end event means: a status (won, lost, closed...), a final probability, what it starts."""
 
     end_event: str
     status: str
     probability: float | None = None
+    starts: tuple[Starts, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"end_event": self.end_event, "status": self.status, "probability": self.probability,
+                "starts": [{"workflow": s.workflow, "link": s.link, "copy": list(s.copy)} for s in self.starts]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Outcome:
+        starts = tuple(Starts(s["workflow"], s["link"], tuple(s.get("copy", ()))) for s in data.get("starts", ()))
+        return cls(data["end_event"], data["status"], data.get("probability"), starts)
 
 
 @dataclass(frozen=True)
@@ -110,11 +139,20 @@ class WorkflowMeta:
     amount: str | None = None
     backward: Policy = "never"
     skip: Policy = "never"
+    waiting: Waiting = "never"  # may staff mark an instance as waiting on the customer?
+    close: Policy = "never"  # may the owner close an instance early (cancelling its open tasks)?
     stages: tuple[Stage, ...] = ()
     outcomes: tuple[Outcome, ...] = ()
+    assignment: str | None = None  # decision id that assigns every task (funnel:assignment)
+
+    def decision_for(self, task_spec_name: str) -> str | None:
+        """The assignment decision for a task: its stage's own, else the process's, else None."""
+        stage = self.stage_for_task(task_spec_name)
+        return (stage.assignment if stage else None) or self.assignment
 
     def stage_for_task(self, task_spec_name: str) -> Stage | None:
-        return next((s for s in self.stages if s.task == task_spec_name), None)
+        name = task_spec_name.removesuffix(LOOP_CHILD_SUFFIX)
+        return next((s for s in self.stages if s.task == name), None)
 
     def stage_named(self, name: str) -> Stage | None:
         wanted = name.strip().lower()
@@ -128,9 +166,11 @@ class WorkflowMeta:
             "process_id": self.process_id,
             "title": self.title,
             "amount": self.amount,
-            "policy": {"backward": self.backward, "skip": self.skip},
+            "policy": {"backward": self.backward, "skip": self.skip, "waiting": self.waiting,
+                       "close": self.close},
             "stages": [s.to_dict() for s in self.stages],
-            "outcomes": [o.__dict__ for o in self.outcomes],
+            "outcomes": [o.to_dict() for o in self.outcomes],
+            "assignment": self.assignment,
         }
 
     @classmethod
@@ -142,8 +182,11 @@ class WorkflowMeta:
             amount=data.get("amount"),
             backward=policy.get("backward", "never"),
             skip=policy.get("skip", "never"),
+            waiting=policy.get("waiting", "never"),
+            close=policy.get("close", "never"),
             stages=tuple(Stage.from_dict(s) for s in data.get("stages", ())),
-            outcomes=tuple(Outcome(**o) for o in data.get("outcomes", ())),
+            outcomes=tuple(Outcome.from_dict(o) for o in data.get("outcomes", ())),
+            assignment=data.get("assignment"),
         )
 
 
@@ -203,6 +246,8 @@ def _criteria(ctx: _Parse, parent: etree._Element, task_id: str) -> tuple[Criter
             continue
         local = etree.QName(node).localname
         name, message = node.get("name"), node.get("message")
+        if local == "assignment" and parent.tag == f"{{{FUNNEL_NS}}}stage":
+            continue  # the stage's assignment decision, read by _assignment
         if local not in ("criterion", "anyOf", "allOf"):
             ctx.problem(node, f"unknown stage element funnel:{local}; use criterion, anyOf or allOf", task_id)
             continue
@@ -245,11 +290,27 @@ def _stage(ctx: _Parse, task: etree._Element, lanes: dict[str, tuple[str, str | 
     except ValueError:
         ctx.problem(node, f"funnel:stage order must be a whole number from 1, not {order_text!r}", task_id)
     probability = _probability(ctx, node, task_id)
-    lane, role = lanes.get(task_id, (None, None))
+    lane, role = _lane_of(task, lanes)
     if not name or order is None:
         return None
     return Stage(task=task_id, name=name, order=order, probability=probability,
-                 criteria=_criteria(ctx, node, task_id), lane=lane, role=role)
+                 criteria=_criteria(ctx, node, task_id), lane=lane, role=role,
+                 assignment=_assignment(ctx, node, task_id))
+
+
+def _assignment(ctx: _Parse, parent: etree._Element | None, element: str) -> str | None:
+    """The decision named by the funnel:assignment child of funnel:workflow or funnel:stage."""
+    nodes = parent.findall("funnel:assignment", NS) if parent is not None else []
+    for extra in nodes[1:]:
+        ctx.problem(extra, "only one funnel:assignment is allowed here: remove the others", element)
+    if not nodes:
+        return None
+    decision = (nodes[0].get("decision") or "").strip()
+    if not re.fullmatch(r"[A-Za-z_][\w.-]*", decision):  # an XML id (NCName), as DMN decision ids are
+        ctx.problem(nodes[0], f'funnel:assignment needs decision="<id of a DMN decision>", not {decision!r}',
+                    element)
+        return None
+    return decision
 
 
 def _probability(ctx: _Parse, node: etree._Element, element: str) -> float | None:
@@ -266,13 +327,48 @@ def _probability(ctx: _Parse, node: etree._Element, element: str) -> float | Non
     return value
 
 
-def _policy(ctx: _Parse, node: etree._Element | None, attr: str) -> Policy:
+def _lane_of(task: etree._Element, lanes: dict[str, tuple[str, str | None]]) -> tuple[str | None, str | None]:
+    """A task inside a sub-process belongs to the lane of the sub-process around it."""
+    node: etree._Element | None = task
+    while node is not None:
+        if node.get("id") in lanes:
+            return lanes[node.get("id") or ""]
+        node = node.getparent()
+    return None, None
+
+
+def _policy(ctx: _Parse, node: etree._Element | None, attr: str,
+            values: tuple[str, ...] = POLICY_VALUES) -> Any:
     value = node.get(attr, "never") if node is not None else "never"
-    if value not in POLICY_VALUES:
+    if value not in values:
         assert node is not None
-        ctx.problem(node, f"funnel:policy {attr}={value!r} must be one of {', '.join(POLICY_VALUES)}")
+        ctx.problem(node, f"funnel:policy {attr}={value!r} must be one of {', '.join(values)}")
         return "never"
-    return value  # type: ignore[return-value]
+    return value
+
+
+def _starts(ctx: _Parse, outcome: etree._Element, end_id: str) -> tuple[Starts, ...]:
+    """The funnel:starts of an outcome, each checked here so a bad declaration never loads."""
+    found: list[Starts] = []
+    for node in outcome.iterfind("funnel:starts", NS):
+        workflow, link = (node.get("workflow") or "").strip(), (node.get("link") or "").strip()
+        copy = tuple(dict.fromkeys((node.get("copy") or "").split()))
+        bad = [n for n in copy if not n.isidentifier() or n.startswith("_") or n in NOT_COPYABLE]
+        problems = len(ctx.problems)
+        if not workflow or any(c.isspace() for c in workflow):
+            ctx.problem(node, 'funnel:starts needs workflow="..." naming the process id to start '
+                              "(e.g. project_funding)", end_id)
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", link):
+            ctx.problem(node, f"funnel:starts link={link!r} must name the relation in lower-case letters, "
+                              "digits and _ (at most 40, e.g. project)", end_id)
+        elif link in {s.link for s in found}:
+            ctx.problem(node, f"funnel:starts link '{link}' is declared twice on this outcome", end_id)
+        if bad:
+            ctx.problem(node, f"funnel:starts copy lists {', '.join(repr(n) for n in bad)}, which cannot be "
+                              "data fields: list field names separated by spaces", end_id)
+        if len(ctx.problems) == problems:
+            found.append(Starts(workflow, link, copy))
+    return tuple(found)
 
 
 def parse_workflow_meta(process: etree._Element, file: str) -> tuple[WorkflowMeta, list[Problem]]:
@@ -296,15 +392,19 @@ def parse_workflow_meta(process: etree._Element, file: str) -> tuple[WorkflowMet
             ctx.problem(node, "funnel:outcome needs a status (e.g. won, lost, closed)", end.get("id"))
             continue
         outcomes.append(Outcome(end_event=end.get("id") or "?", status=status,
-                                probability=_probability(ctx, node, end.get("id") or "?")))
+                                probability=_probability(ctx, node, end.get("id") or "?"),
+                                starts=_starts(ctx, node, end.get("id") or "?")))
     meta = WorkflowMeta(
         process_id=pid,
         title=title,
         amount=amount,
         backward=_policy(ctx, policy, "backward"),
         skip=_policy(ctx, policy, "skip"),
+        waiting=_policy(ctx, policy, "waiting", WAITING_VALUES),
+        close=_policy(ctx, policy, "close"),
         stages=tuple(sorted(stages, key=lambda s: s.order)),
         outcomes=tuple(outcomes),
+        assignment=_assignment(ctx, wf, pid),
     )
     return meta, ctx.problems
 

@@ -49,6 +49,7 @@ class InstanceView:
     created_at: datetime
     updated_at: datetime
     open_tasks: list[TaskView] = field(default_factory=list)
+    waiting_since: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,5 +63,5 @@ def instance_view(row: Instance, tasks: list[HumanTask]) -> InstanceView:
         customer_id=row.customer_id, customer_tier=row.customer_tier, amount=row.amount,
         probability=row.probability, row_version=row.row_version, data=dict(row.data),
         created_by=row.created_by, created_at=row.created_at, updated_at=row.updated_at,
-        open_tasks=[TaskView.of(t) for t in tasks],
+        open_tasks=[TaskView.of(t) for t in tasks], waiting_since=row.waiting_since,
     )

@@ -23,10 +23,12 @@ def test_given_a_running_service_when_health_is_asked_then_database_is_reachable
 
 
 def test_given_the_shipped_workflows_when_listed_then_stages_and_criteria_are_shown(client: TestClient) -> None:
-    [funnel_def] = client.get("/api/workflows").json()
-    assert funnel_def["workflow"] == "sales_funnel" and funnel_def["version"] == 1
+    listed = {w["workflow"]: w for w in client.get("/api/workflows").json()}
+    assert {"sales_funnel", "service_request", "routing_slip"} <= listed.keys()
+    funnel_def = listed["sales_funnel"]
+    assert funnel_def["version"] == 1
     assert [s["name"] for s in funnel_def["stages"]][:2] == ["Identify opportunity", "Qualification"]
-    assert funnel_def["policy"] == {"backward": "with-reason", "skip": "never"}
+    assert funnel_def["policy"] == {"backward": "with-reason", "skip": "never", "waiting": "never", "close": "never"}
 
 
 def test_given_an_instance_when_fetched_then_state_and_history_are_returned(

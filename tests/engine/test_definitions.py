@@ -29,9 +29,11 @@ def test_given_the_shipped_folder_when_synced_twice_then_one_version_per_workflo
     first = open_funnel(make_settings(db_url), clock=clock)
     second = open_funnel(make_settings(db_url), clock=clock)
     versions = second.definitions.versions()
-    assert [(v.workflow, v.version) for v in versions] == [("sales_funnel", 1)]
-    assert versions[0].content_hash == first.definitions.latest("sales_funnel").content_hash
-    assert versions[0].source_name == "sales_funnel.bpmn"
+    shipped = sorted(p.stem for p in WORKFLOWS.glob("*.bpmn"))
+    assert sorted((v.workflow, v.version) for v in versions) == [(name, 1) for name in shipped]
+    sales = next(v for v in versions if v.workflow == "sales_funnel")
+    assert sales.content_hash == first.definitions.latest("sales_funnel").content_hash
+    assert sales.source_name == "sales_funnel.bpmn"
 
 
 def test_given_a_running_instance_when_the_file_changes_then_it_keeps_its_version(

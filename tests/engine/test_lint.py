@@ -106,7 +106,7 @@ def rule(rule_id: str, amount: str, tier: str, out: str = "0.1") -> str:
             "      </rule>\n")
 
 
-GOOD_DMN = dmn(rule("small", "&lt; 100", '"A"', "0.1") + rule("rest", "", "", "0"))
+GOOD_DMN = dmn(rule("small", "&lt; 100", '"A"', "0.1") + rule("rest", "&gt;= 100", "", "0"))
 
 
 def line_of(document: bytes, needle: str) -> int:
