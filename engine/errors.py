@@ -139,3 +139,9 @@ class WorkflowFailed(FunnelError):
     """The workflow definition failed while running (a script or condition error); nothing was written."""
 
     code = "workflow_failed"
+
+
+class Forbidden(FunnelError):
+    """The actor is known but their role does not allow this action; says which role would."""
+
+    code = "forbidden"
