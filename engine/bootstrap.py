@@ -31,4 +31,5 @@ def open_funnel(settings: Settings, *, clock: Callable[[], datetime] = utcnow, s
     store = DefinitionStore(engine, cache_size=settings.definition_cache_size)
     if sync:
         store.sync_folder(settings.workflows_dir)
-    return Funnel(engine, store, clock=clock, listeners=listeners(settings))
+    return Funnel(engine, store, clock=clock, listeners=listeners(settings),
+                  workflow_cache_size=settings.workflow_cache_size)

@@ -7,10 +7,12 @@ is complete is it written, in one transaction that begins with the optimistic-co
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from threading import Lock
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -29,8 +31,36 @@ from engine.spiff import cancel as cancel_workflow
 from engine.stages import Stage, unmet_criteria
 from engine.views import InstanceView, TaskView, instance_view
 
+_OPEN_TASKS_KEY = "funnel.open_tasks"
 RUNNING = "running"
 COMPLETED = "completed"
+
+
+class WorkflowCache:
+    """Recently written workflows by (instance, row version), so the next change skips deserializing.
+
+    An entry is taken out while a change uses it and put back only after that change committed:
+    two threads never share one object, and a failed change never leaves a half-run workflow behind.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[int, tuple[int, Workflow]] = OrderedDict()
+        self._lock = Lock()
+
+    def take(self, instance_id: int, row_version: int) -> Workflow | None:
+        with self._lock:
+            hit = self._items.pop(instance_id, None)
+        return hit[1] if hit is not None and hit[0] == row_version else None
+
+    def put(self, instance_id: int, row_version: int, wf: Workflow) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._items[instance_id] = (row_version, wf)
+            self._items.move_to_end(instance_id)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
 
 
 @dataclass
@@ -77,11 +107,12 @@ class Funnel:
 
     def __init__(self, engine: Engine, definitions: DefinitionStore,
                  clock: Callable[[], datetime] = utcnow,
-                 listeners: Sequence[ChangeListener] = ()) -> None:
+                 listeners: Sequence[ChangeListener] = (), workflow_cache_size: int = 512) -> None:
         self.engine = engine
         self.definitions = definitions
         self.clock = clock
         self.listeners = list(listeners)
+        self.workflows = WorkflowCache(workflow_cache_size)
 
     # ------------------------------------------------------------ reads
 
@@ -240,7 +271,9 @@ class Funnel:
             raise Conflict(f"instance {instance_id} is {row.status}; {finished}",
                            current_version=row.row_version)
         definition = self.definitions.get(row.definition_version_id)
-        return row, definition, Workflow.restore(definition.specs, row.state)
+        assert row.id is not None
+        wf = self.workflows.take(row.id, row.row_version)
+        return row, definition, wf or Workflow.restore(definition.specs, row.state)
 
     @staticmethod
     def _current_task(wf: Workflow, task_id: str | None) -> Any:
@@ -299,7 +332,7 @@ class Funnel:
         row.status = change.status or row.status
         ended_wait = holds.end_wait(row, change.kind)
         state = change.workflow.state()
-        with Session(self.engine) as session:
+        with Session(self.engine, expire_on_commit=False) as session:
             result = session.execute(
                 sa.update(Instance)
                 .where(col(Instance.id) == row.id, col(Instance.row_version) == expected)
@@ -333,7 +366,9 @@ class Funnel:
             self._notify(ChangeEvent(self, session, row, definition, change.kind, change.actor, change.now,
                                      change.from_stage, change.before, opened, closed))
             session.commit()
-            return instance_view(row, self._open_tasks(session, row.id))
+            view = instance_view(row, self._open_tasks(session, row.id))
+        self.workflows.put(row.id, row.row_version, change.workflow)
+        return view
 
     @staticmethod
     def _sync_tasks(session: Session, row: Instance, definition: LoadedDefinition, wf: Workflow, *,
@@ -344,9 +379,11 @@ class Funnel:
         opened: list[HumanTask] = []
         closed: list[HumanTask] = []
         stmt = select(HumanTask).where(HumanTask.instance_id == row.id, HumanTask.status == "ready")
+        still_open: list[HumanTask] = []
         for task in session.exec(stmt):
             if task.task_uuid in ready:
                 ready.pop(task.task_uuid)
+                still_open.append(task)
                 continue
             task.status = "completed" if task.task_uuid == completed else "cancelled"
             task.completed_at = now
@@ -363,6 +400,7 @@ class Funnel:
             ))
         session.add_all(opened)
         session.flush()
+        session.info.setdefault(_OPEN_TASKS_KEY, {})[row.id] = still_open + opened
         return opened, closed
 
     def _notify(self, event: ChangeEvent) -> None:
@@ -380,6 +418,10 @@ class Funnel:
 
     @staticmethod
     def _open_tasks(session: Session, instance_id: int) -> list[HumanTask]:
+        """Open tasks as this session knows them (no query when the change just loaded them all)."""
+        known = session.info.get(_OPEN_TASKS_KEY, {}).get(instance_id)
+        if known is not None:
+            return sorted((t for t in known if t.status == "ready"), key=lambda t: t.id or 0)
         stmt = select(HumanTask).where(HumanTask.instance_id == instance_id, HumanTask.status == "ready")
         return list(session.exec(stmt.order_by(col(HumanTask.id))))
 

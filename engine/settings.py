@@ -24,6 +24,17 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     definition_cache_size: int = Field(default=64, ge=1)
+    workflow_cache_size: int = Field(default=512, ge=0, description="restored workflows kept in memory (0 = off)")
+    # e-mail (notifications/): with no SMTP host, mail waits in the outbox until one is configured
+    smtp_host: str = Field(default="", description="SMTP server; empty = do not send yet")
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_tls: str = Field(default="none", pattern="^(none|starttls|ssl)$")
+    smtp_user: str | None = None
+    smtp_password: str | None = Field(default=None, repr=False)
+    smtp_from: str = Field(default="funnel@localhost", description="From address, may be 'Name <addr>'")
+    base_url: str = Field(default="http://127.0.0.1:8000", description="how links in e-mails start")
+    tick_seconds: float = Field(default=0.1, gt=0, le=60, description="ticker interval (lateness bound)")
+    delivery_seconds: float = Field(default=2.0, gt=0, le=3600, description="outbox delivery interval")
 
 
 @lru_cache
