@@ -4,4 +4,96 @@ Contract:
     render(template: str, context: Mapping[str, Any]) -> Rendered(subject, text, html)
         `template` is a base name such as "escalation" or "assignment_alert"; files are
         templates/<name>.subject.j2, <name>.txt.j2 and <name>.html.j2 (autoescaped).
+        Undefined context keys raise (StrictUndefined): templates/README.md lists each one's keys.
+
+Filters the templates use: `local_time(dt, tz)` (an aware datetime in the recipient's IANA zone),
+`duration(seconds)` ("2 h 15 min", sign dropped).
 """
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jinja2
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+class Rendered(NamedTuple):
+    """One e-mail's three parts, ready for notifications.outbox.enqueue."""
+
+    subject: str
+    text: str
+    html: str
+
+
+class TemplateNotFound(LookupError):
+    """No such e-mail template; the message lists the ones there are."""
+
+
+def render(template: str, context: Mapping[str, Any]) -> Rendered:
+    """Render the subject, plain text and HTML of `template` with one context."""
+    env = _environment()
+    try:
+        parts = [env.get_template(f"{template}.{part}.j2") for part in ("subject", "txt", "html")]
+    except jinja2.TemplateNotFound as err:
+        raise TemplateNotFound(f"no e-mail template {template!r}; there are: {', '.join(names())}") from err
+    subject, text, html = (t.render(context) for t in parts)
+    return Rendered(" ".join(subject.split()), text.strip() + "\n", html.strip() + "\n")
+
+
+def names() -> list[str]:
+    """The template base names there are (each has a subject, a text and an HTML file)."""
+    return sorted(p.name.removesuffix(".subject.j2") for p in TEMPLATES.glob("*.subject.j2"))
+
+
+def link(base_url: str, path: str) -> str:
+    """An absolute link for an e-mail: FUNNEL_BASE_URL joined to an API path, one slash between."""
+    return f"{base_url.rstrip('/')}/{path.lstrip('/')}"
+
+
+def local_time(value: datetime, tz: str) -> str:
+    """`value` as the recipient reads it, e.g. 'Mon 23 Nov 2026 10:00 CET (Europe/Berlin)'."""
+    if value.tzinfo is None:
+        raise ValueError("local_time needs an aware datetime")
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone, tz = ZoneInfo("UTC"), "UTC"
+    local = value.astimezone(zone)
+    abbreviation = local.tzname() or tz
+    suffix = "" if abbreviation == tz else f" ({tz})"
+    return f"{local:%a %d %b %Y %H:%M} {abbreviation}{suffix}"
+
+
+def duration(seconds: float) -> str:
+    """Hours and minutes of (business) time, without sign: the template says 'left' or 'overdue'."""
+    minutes = int(abs(seconds) // 60)
+    if minutes == 0:
+        return "less than a minute"
+    hours, rest = divmod(minutes, 60)
+    if hours == 0:
+        return f"{rest} min"
+    return f"{hours} h" if rest == 0 else f"{hours} h {rest} min"
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    """One environment: strict (a missing key is an error), HTML parts autoescaped, text parts not."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        # only *.html.j2 escape; _macros.j2 returns plain text, which the HTML parts escape on output
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.filters["local_time"] = local_time
+    env.filters["duration"] = duration
+    return env

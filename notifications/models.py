@@ -1,0 +1,83 @@
+"""Tables owned by notifications: the e-mail outbox and the background workers' heartbeat.
+
+Registered on SQLModel.metadata (engine.models imports this module so Alembic sees it). The package
+must not import `engine`, so the aware-UTC column type and the JSON variant are restated here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlmodel import Field, SQLModel
+
+JSONList = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite drops the zone; it is put back on the way out)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; pass an aware datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ts(*, nullable: bool, index: bool = False) -> Any:
+    return Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class OutboxMessage(SQLModel, table=True):
+    """One e-mail, written with the event that caused it and kept after sending (the delivery record).
+
+    Due: sent_at and failed_at NULL, next_attempt_at <= now and no live lease (lease_until < now).
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (sa.UniqueConstraint("dedupe_key", name="uq_outbox_dedupe_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str = Field(max_length=300)
+    kind: str = Field(max_length=40, index=True)  # escalation | chase | assignment_alert | ...
+    ref: str | None = Field(default=None, max_length=200, index=True)  # what it is about, e.g. "instance:42"
+    recipients: list[str] = Field(default_factory=list, sa_column=sa.Column(JSONList, nullable=False))
+    subject: str = Field(max_length=500)
+    text: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    html: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    created_at: datetime = _ts(nullable=False)
+    attempts: int = Field(default=0, nullable=False)
+    next_attempt_at: datetime | None = _ts(nullable=True, index=True)
+    sent_at: datetime | None = _ts(nullable=True, index=True)
+    failed_at: datetime | None = _ts(nullable=True)  # given up after permanent (5xx) refusals
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    claimed_by: str | None = Field(default=None, max_length=200)
+    lease_until: datetime | None = _ts(nullable=True)
+
+
+class SchedulerHeartbeat(SQLModel, table=True):
+    """One row per background worker, refreshed while its tick job runs: what /health reads."""
+
+    __tablename__ = "scheduler_heartbeat"
+
+    worker_id: str = Field(primary_key=True, max_length=200)
+    host: str = Field(max_length=200)
+    pid: int
+    started_at: datetime = _ts(nullable=False)
+    beat_at: datetime = _ts(nullable=False)
+    ticks: int = Field(default=0, nullable=False)
+    fired: int = Field(default=0, nullable=False)
+    sent: int = Field(default=0, nullable=False)
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    stopped_at: datetime | None = _ts(nullable=True)
