@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterable, Mapping
 from copy import deepcopy
 from dataclasses import dataclass
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
@@ -23,6 +24,11 @@ from lxml import etree
 from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
 from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter
 from SpiffWorkflow.bpmn.serializer.workflow import BpmnWorkflowSerializer
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import (
+    DurationTimerEventDefinition,
+    TimeDateEventDefinition,
+    TimerEventDefinition,
+)
 from SpiffWorkflow.bpmn.specs.mixins.multiinstance_task import MultiInstanceTask
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.dmn.engine.DMNEngine import DMNEngine
@@ -443,3 +449,122 @@ def cancel(workflow: Workflow, *, record_open_as: str) -> list[str]:
 def _open_label(task: Task) -> str:
     item = instance_item(task)
     return str(item) if isinstance(item, str | int) and not isinstance(item, bool) else task_label(task)
+
+
+# ---------------------------------------------------------------- timers on the engine's clock
+#
+# SpiffWorkflow 3.2 compares timers with the real clock (datetime.now) whenever the engine steps. The
+# engine must decide time itself (an injected clock; one ticker fires due work exactly once), so every
+# waiting timer is *held*: its due time on the engine's clock goes into the task's internal data
+# (DUE_AT) and Spiff's own `event_value` is set to a moment its clock never reaches. fire_timers
+# releases exactly the timers due at a given `now` (event_value in the past) and lets Spiff fire them.
+# Duration and date timers are held; cycle timers are not supported by the engine's ticker.
+
+HELD_UNTIL = "9999-12-31T23:59:59+00:00"
+RELEASED = "1970-01-01T00:00:00+00:00"
+DUE_AT = "funnel_due_at"
+
+
+@dataclass(frozen=True)
+class PendingTimer:
+    """A waiting timer: its task, spec, name, the activity it is attached to, and when it is due."""
+
+    task_id: str
+    spec: str
+    name: str
+    attached_to: str | None  # a boundary timer's activity (e.g. the department task it chases)
+    due_at: datetime | None  # None: armed by Spiff on the real clock, not yet held (see arm_timers)
+
+
+def pending_timers(state: Mapping[str, Any], specs: ParsedSpecs) -> list[PendingTimer]:
+    """The waiting timers of a serialized instance, read without restoring it (cheap on every write)."""
+    timers = _timer_specs(specs)
+    waiting = int(TaskState.WAITING)
+    out: list[PendingTimer] = []
+    tasks = [state.get("tasks", {})] + [sub.get("tasks", {}) for sub in state.get("subprocesses", {}).values()]
+    for mapping in tasks:
+        for task_id, task in mapping.items():
+            spec = task.get("task_spec")
+            if task.get("state") != waiting or spec not in timers:
+                continue
+            due = (task.get("internal_data") or {}).get(DUE_AT)
+            name, attached = timers[spec]
+            out.append(PendingTimer(str(task_id), spec, name, attached, datetime.fromisoformat(due) if due else None))
+    return out
+
+
+def arm_timers(workflow: Workflow, now: datetime) -> bool:
+    """Hold every timer Spiff armed on its own clock, due on the engine's clock from `now`; True if any."""
+    changed = False
+    for task in _timer_tasks(workflow):
+        if task.internal_data.get(DUE_AT) is not None:
+            continue
+        due = _run(_due_time, task, now)
+        task._set_internal_data(**{DUE_AT: due.isoformat(), "event_value": HELD_UNTIL})
+        changed = True
+    return changed
+
+
+def fire_timers(workflow: Workflow, now: datetime) -> list[PendingTimer]:
+    """Fire the held timers due at `now` (and only those), run what follows, hold any new ones."""
+    timers = _timer_specs_of(workflow)
+    fired: list[PendingTimer] = []
+    for task in _timer_tasks(workflow):
+        due = task.internal_data.get(DUE_AT)
+        if due is not None and datetime.fromisoformat(due) <= now:
+            name, attached = timers.get(task.task_spec.name, (task.task_spec.name, None))
+            fired.append(PendingTimer(str(task.id), task.task_spec.name, name, attached, datetime.fromisoformat(due)))
+            task._set_internal_data(event_value=RELEASED)
+    if fired:
+        workflow.refresh_timers()
+    arm_timers(workflow, now)
+    return fired
+
+
+def _timer_tasks(workflow: Workflow) -> list[Task]:
+    """Waiting duration and date timers, in the process and its sub-processes."""
+    return [t for t in list(workflow.wf.event_manager.tasks.values())
+            if t.state == TaskState.WAITING
+            and isinstance(getattr(t.task_spec, "event_definition", None),
+                           DurationTimerEventDefinition | TimeDateEventDefinition)]
+
+
+def _due_time(task: Task, now: datetime) -> datetime:
+    """When a timer is due on the engine's clock: `now` plus its duration, or its date."""
+    definition = task.task_spec.event_definition
+    if isinstance(definition, DurationTimerEventDefinition):
+        expression = task.workflow.script_engine.evaluate(task, definition.expression)
+        parsed = TimerEventDefinition.parse_iso_duration(expression)
+        return now + TimerEventDefinition.get_timedelta_from_start(parsed, now)
+    value = task.internal_data.get("event_value")
+    if value is None or value == HELD_UNTIL:
+        value = task.workflow.script_engine.evaluate(task, definition.expression)
+    moment = TimerEventDefinition.parse_time_or_duration(value)
+    if not isinstance(moment, datetime):
+        raise SpiffError(f"timer '{task.task_spec.bpmn_name or task.task_spec.name}' gives {value!r}, not a date")
+    return moment
+
+
+def _timer_specs_of(workflow: Workflow) -> dict[str, tuple[str, str | None]]:
+    specs = [workflow.wf.spec, *workflow.wf.subprocess_specs.values()]
+    return _timer_names(s.task_specs for s in specs)
+
+
+def _timer_specs(specs: ParsedSpecs) -> dict[str, tuple[str, str | None]]:
+    """Timer spec name -> (its name for people, the activity a boundary timer is attached to)."""
+    return _timer_names(s.task_specs for s in [specs.spec, *specs.subprocess_specs.values()])
+
+
+def _timer_names(groups: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, str | None]]:
+    out: dict[str, tuple[str, str | None]] = {}
+    for task_specs in groups:
+        attached: dict[str, str] = {}
+        for spec in task_specs.values():
+            if type(spec).__name__ == "BoundaryEventSplit":
+                timers = [o.name for o in spec.outputs if type(o).__name__ == "BoundaryEvent"]
+                main = next((o.name for o in spec.outputs if type(o).__name__ != "BoundaryEvent"), None)
+                attached.update(dict.fromkeys(timers, main))
+        for name, spec in task_specs.items():
+            if isinstance(getattr(spec, "event_definition", None), TimerEventDefinition):
+                out[name] = (str(spec.bpmn_name or name), attached.get(name))
+    return out

@@ -16,6 +16,7 @@ from lxml import etree
 from engine import sandbox
 from engine.data import RESERVED
 from engine.errors import ExpressionError, Problem, UnmetCriterion
+from engine.sla_policy import SlaPolicy, parse_sla
 
 FUNNEL_NS = "urn:funnel:1.0"
 BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
@@ -144,6 +145,7 @@ class WorkflowMeta:
     stages: tuple[Stage, ...] = ()
     outcomes: tuple[Outcome, ...] = ()
     assignment: str | None = None  # decision id that assigns every task (funnel:assignment)
+    sla: SlaPolicy | None = None  # SLA clocks, targets and escalation ladder (funnel:sla, engine.sla_policy)
 
     def decision_for(self, task_spec_name: str) -> str | None:
         """The assignment decision for a task: its stage's own, else the process's, else None."""
@@ -171,6 +173,7 @@ class WorkflowMeta:
             "stages": [s.to_dict() for s in self.stages],
             "outcomes": [o.to_dict() for o in self.outcomes],
             "assignment": self.assignment,
+            "sla": self.sla.to_dict() if self.sla else None,
         }
 
     @classmethod
@@ -187,6 +190,7 @@ class WorkflowMeta:
             stages=tuple(Stage.from_dict(s) for s in data.get("stages", ())),
             outcomes=tuple(Outcome.from_dict(o) for o in data.get("outcomes", ())),
             assignment=data.get("assignment"),
+            sla=SlaPolicy.from_dict(data.get("sla")),
         )
 
 
@@ -405,8 +409,16 @@ def parse_workflow_meta(process: etree._Element, file: str) -> tuple[WorkflowMet
         stages=tuple(sorted(stages, key=lambda s: s.order)),
         outcomes=tuple(outcomes),
         assignment=_assignment(ctx, wf, pid),
+        sla=_sla(ctx, process),
     )
     return meta, ctx.problems
+
+
+def _sla(ctx: _Parse, process: etree._Element) -> SlaPolicy | None:
+    """The funnel:sla declaration (engine.sla_policy), its problems added to the others."""
+    policy, problems = parse_sla(process, ctx.file)
+    ctx.problems.extend(problems)
+    return policy
 
 
 def _check_orders(ctx: _Parse, process: etree._Element, stages: Iterable[Stage]) -> None:

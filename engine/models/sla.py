@@ -1,0 +1,83 @@
+"""SLA tables (issue 5): clocks, their append-only ledger of events, and the escalation levels still to fire.
+
+A clock's figures (consumed time, deadline, warning, breached?) are derived from its events
+(engine.sla_ledger); the clock row caches the current cycle's status, deadline and warning instant for
+lists and reports. `sla_due` holds one row per escalation level of a clock and cycle: pending rows
+(fired_at NULL) are what the ticker scans (partial index on due_at), fired rows stay as the record;
+the unique (clock, cycle, level) makes "each level fires exactly once" a database fact.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from engine.models.core import JSONType
+from engine.models.types import timestamp
+
+
+class SlaClock(SQLModel, table=True):
+    """One SLA clock of an instance: per instance (first response, resolution) or per task (a department)."""
+
+    __tablename__ = "sla_clock"
+    __table_args__ = (sa.UniqueConstraint("instance_id", "key", name="uq_sla_clock_instance_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    instance_id: int = Field(foreign_key="instance.id", index=True)
+    key: str = Field(max_length=120)  # the clock's name, plus ":<task uuid>" for a per-task clock
+    name: str = Field(max_length=40)
+    title: str = Field(max_length=300)
+    task_uuid: str | None = Field(default=None, max_length=36)
+    stage: str | None = Field(default=None, max_length=200)  # a per-task clock's stage (targets read it)
+    calendar: str = Field(max_length=100)
+    warning_ratio: float
+    cycle: int = Field(default=1, nullable=False)
+    status: str = Field(max_length=20, index=True)  # running | paused | stopped
+    target_seconds: float | None = None
+    started_at: datetime = timestamp(nullable=False)
+    stopped_at: datetime | None = timestamp(nullable=True)
+    deadline_at: datetime | None = timestamp(nullable=True, index=True)
+    warning_at: datetime | None = timestamp(nullable=True)
+    updated_at: datetime = timestamp(nullable=False)
+
+
+class SlaClockEvent(SQLModel, table=True):
+    """Append-only ledger entry of a clock: start, pause, resume, stop or retarget (database triggers)."""
+
+    __tablename__ = "sla_clock_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    clock_id: int = Field(foreign_key="sla_clock.id", index=True)
+    instance_id: int = Field(foreign_key="instance.id", index=True)
+    at: datetime = timestamp(nullable=False)
+    kind: str = Field(max_length=20)
+    cycle: int
+    target_seconds: float | None = None  # start / retarget: the target from then on (None: no deadline)
+    actor: str = Field(max_length=200)
+    reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSONType, nullable=False))
+
+
+class SlaDue(SQLModel, table=True):
+    """One escalation level of one clock cycle: pending until the ticker fires it (once), then the record."""
+
+    __tablename__ = "sla_due"
+    __table_args__ = (
+        sa.UniqueConstraint("clock_id", "cycle", "level", name="uq_sla_due_clock_cycle_level"),
+        sa.Index("ix_sla_due_pending", "due_at", postgresql_where=sa.text("fired_at IS NULL"),
+                 sqlite_where=sa.text("fired_at IS NULL")),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    clock_id: int = Field(foreign_key="sla_clock.id", index=True)
+    instance_id: int = Field(foreign_key="instance.id", index=True)
+    cycle: int
+    level: str = Field(max_length=40)
+    severity: int  # 0 warning, 1 breach, 2+ escalation
+    due_at: datetime = timestamp(nullable=False)
+    fired_at: datetime | None = timestamp(nullable=True)
+    claimed_by: str | None = Field(default=None, max_length=200)
+    lease_until: datetime | None = timestamp(nullable=True)

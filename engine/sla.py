@@ -1,0 +1,310 @@
+"""SLA clocks kept in step with every instance change: a ChangeListener, inside the change's transaction.
+
+For each change it (1) holds newly armed SpiffWorkflow timers on the engine's clock and keeps
+`instance.next_due_at` at the earliest waiting timer, and (2) for workflows with a `funnel:sla`
+policy appends ledger events (engine.sla_ledger) to their clocks - start (or restart: a new cycle),
+pause while waiting on the customer, resume, stop, retarget when the tier or data change the
+target - and re-derives each touched clock's deadline and its pending escalation rows (`sla_due`).
+The ticker (engine.ticker) fires those rows; a stopped clock's pending rows are deleted here, so a
+fulfilled clock never escalates.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlmodel import Session, col, select
+
+from engine import sla_ledger as ledger
+from engine.instances import RUNNING, ChangeEvent
+from engine.models import DefinitionVersion, HumanTask, Instance
+from engine.models.sla import SlaClock, SlaClockEvent, SlaDue
+from engine.sla_policy import Calendars, ClockSpec, SlaPolicy, target_of
+from engine.spiff import Workflow, arm_timers, pending_timers
+
+SYSTEM_ACTOR = "system:sla"
+
+
+class SlaListener:
+    """Keeps timers, SLA clocks and pending escalations in step with each change of an instance."""
+
+    def __init__(self, workflows_dir: Path | None = None, *, calendars: Calendars | None = None) -> None:
+        self.calendars = calendars or (Calendars.beside(workflows_dir) if workflows_dir else Calendars())
+        self._sources: OrderedDict[int, dict[str, str]] = OrderedDict()
+
+    def after_change(self, event: ChangeEvent) -> None:
+        keep_timers(event)
+        policy = event.definition.meta.sla
+        if policy is not None and event.instance.id is not None:
+            _Sync(self, event, policy).run()
+
+    def sources(self, session: Session, version_id: int) -> dict[str, str]:
+        """The DMN files stored with a definition version (versions never change: cached)."""
+        if version_id not in self._sources:
+            stmt = select(DefinitionVersion.dmn).where(DefinitionVersion.id == version_id)
+            self._sources[version_id] = dict(session.exec(stmt).one())
+            while len(self._sources) > 64:
+                self._sources.popitem(last=False)
+        return self._sources[version_id]
+
+
+def keep_timers(event: ChangeEvent) -> None:
+    """Hold timers Spiff armed on its own clock (due from the change's `now`); next_due_at = the earliest."""
+    row = event.instance
+    specs = event.definition.specs
+    pending = pending_timers(row.state, specs)
+    values: dict[str, Any] = {}
+    if any(p.due_at is None for p in pending):
+        workflow = Workflow.restore(specs, row.state)
+        arm_timers(workflow, event.now)
+        values["state"] = workflow.state()
+        pending = pending_timers(values["state"], specs)
+    due = min((p.due_at for p in pending if p.due_at is not None), default=None) if row.status == RUNNING else None
+    if due != row.next_due_at:
+        values["next_due_at"] = due
+    if values and row.id is not None:
+        event.session.execute(sa.update(Instance).where(col(Instance.id) == row.id).values(**values)
+                              .execution_options(synchronize_session=False))
+        for key, value in values.items():
+            set_committed_value(row, key, value)
+
+
+# ---------------------------------------------------------------- the ledger of one change
+
+
+@dataclass
+class _Sync:
+    """Applies one change to the instance's clocks: starts, stops, pauses, retargets, then due rows."""
+
+    listener: SlaListener
+    event: ChangeEvent
+    policy: SlaPolicy
+    clocks: dict[str, SlaClock] = field(default_factory=dict)
+    touched: dict[str, SlaClock] = field(default_factory=dict)
+    started: set[str] = field(default_factory=set)
+    appended: list[tuple[SlaClock, SlaClockEvent]] = field(default_factory=list)
+
+    def run(self) -> None:
+        """Decide every ledger event in memory, derive the figures, then write it all in one flush."""
+        session, row = self.event.session, self.event.instance
+        reopened = [t.task_uuid for t in self.event.opened_tasks]
+        can_change = sa.or_(col(SlaClock.status) != ledger.STOPPED, col(SlaClock.task_uuid).is_(None),
+                            col(SlaClock.task_uuid).in_(reopened))  # a stopped per-task clock restarts only
+        stmt = select(SlaClock).where(SlaClock.instance_id == row.id, can_change)  # with its task
+        self.clocks = {c.key: c for c in session.exec(stmt)}
+        self._starts()
+        self._stops()
+        self._pauses()
+        self._retargets()
+        if not self.touched:
+            return
+        with session.no_autoflush:
+            stored = entries_of(session, [c.id for c in self.touched.values() if c.id is not None])
+        ledgers = {key: list(stored.get(c.id, [])) if c.id is not None else [] for key, c in self.touched.items()}
+        for clock, entry in self.appended:
+            ledgers[clock.key].append(ledger.Entry(entry.kind, entry.at, entry.cycle, _target(entry.target_seconds)))
+        wanted = {key: derive_due(clock, ledgers[key], self.policy, self.listener.calendars, now=self.event.now)
+                  for key, clock in self.touched.items()}
+        known = {c.id for c in self.touched.values() if c.id is not None}
+        session.add_all(self.touched.values())
+        session.flush()
+        rows = [{**entry.model_dump(exclude={"id"}), "clock_id": clock.id} for clock, entry in self.appended]
+        session.execute(sa.insert(SlaClockEvent), rows)  # one executemany: the ledger needs no ids back
+        sync_due(session, [(c, c.cycle, wanted[k], c.id in known) for k, c in self.touched.items()])
+
+    def _starts(self) -> None:
+        event = self.event
+        for spec in self.policy.clocks:
+            if spec.per == "instance" and event.kind == "created" and "created" in spec.start:
+                self._start(spec, spec.name, spec.title, None, "created")
+        for task in event.opened_tasks:
+            plain = _plain(task.task_spec)
+            for spec in self.policy.clocks:
+                if spec.counts_task(task.task_spec):
+                    self._start(spec, f"{spec.name}:{task.task_uuid}", f"{spec.title}: {_suffix(task)}", task,
+                                f"task opened: {task.name}")
+                elif spec.per == "instance" and f"opened:{plain}" in spec.start:
+                    self._start(spec, spec.name, spec.title, None, f"task opened: {task.name}")
+
+    def _stops(self) -> None:
+        event, row = self.event, self.event.instance
+        for task in event.closed_tasks:
+            for spec in self.policy.clocks:
+                if spec.counts_task(task.task_spec):
+                    self._stop(f"{spec.name}:{task.task_uuid}", f"task {task.status}: {task.name}")
+                elif (spec.per == "instance" and task.status == "completed"
+                      and f"completed:{_plain(task.task_spec)}" in spec.stop):
+                    self._stop(spec.name, f"task completed: {task.name}")
+        if row.status != RUNNING:
+            for key in list(self.clocks):
+                self._stop(key, f"instance {row.status}")
+
+    def _pauses(self) -> None:
+        waiting = "waiting" in self.policy.pause and self.event.instance.waiting_since is not None
+        for clock in self.clocks.values():
+            if clock.status == ledger.RUNNING and waiting:
+                self._append(clock, ledger.PAUSE, "waiting on the customer")
+            elif clock.status == ledger.PAUSED and not waiting:
+                self._append(clock, ledger.RESUME, "wait on the customer ended")
+
+    def _retargets(self) -> None:
+        event, row = self.event, self.event.instance
+        if event.kind != "tier_changed" and event.data_before == row.data and event.from_stage == row.stage:
+            return
+        for key, clock in self.clocks.items():
+            spec = self.policy.clock(clock.name)
+            if key in self.started or clock.status == ledger.STOPPED or spec is None:
+                continue
+            target, why = self._target(spec, clock.stage)
+            seconds = None if target is None else target.total_seconds()
+            if seconds != clock.target_seconds:
+                before = "none" if clock.target_seconds is None else f"{clock.target_seconds / 3600:g} h"
+                after = "none" if seconds is None else f"{seconds / 3600:g} h"
+                self._append(clock, ledger.RETARGET, f"target {before} -> {after} ({event.kind})", target=seconds,
+                             detail=why)
+
+    # ------------------------------------------------------------ single steps
+
+    def _start(self, spec: ClockSpec, key: str, title: str, task: HumanTask | None, reason: str) -> None:
+        now = self.event.now
+        clock = self.clocks.get(key)
+        if clock is not None and clock.status != ledger.STOPPED:
+            return
+        stage = task.stage if task is not None else None
+        target, why = self._target(spec, stage)
+        seconds = None if target is None else target.total_seconds()
+        if clock is None:
+            clock = SlaClock(instance_id=self.event.instance.id or 0, key=key, name=spec.name, title=title[:300],
+                             task_uuid=task.task_uuid if task else None, stage=stage, calendar=self.policy.calendar,
+                             warning_ratio=self.policy.warning, cycle=1, status=ledger.RUNNING,
+                             target_seconds=seconds, started_at=now, updated_at=now)
+            self.clocks[key] = clock
+        else:
+            clock.cycle += 1
+            reason = f"restarted ({reason}); cycle {clock.cycle - 1} is kept as history"
+            clock.started_at, clock.stopped_at = now, None
+        self.started.add(key)
+        self._append(clock, ledger.START, reason, target=seconds, detail=why)
+
+    def _stop(self, key: str, reason: str) -> None:
+        clock = self.clocks.get(key)
+        if clock is not None and clock.status != ledger.STOPPED:
+            self._append(clock, ledger.STOP, reason)
+
+    def _append(self, clock: SlaClock, kind: str, reason: str, *, target: float | None = None,
+                detail: dict[str, Any] | None = None) -> None:
+        event = self.event
+        if kind in (ledger.START, ledger.RETARGET):
+            clock.target_seconds = target
+        clock.status = {ledger.PAUSE: ledger.PAUSED, ledger.STOP: ledger.STOPPED}.get(kind, ledger.RUNNING)
+        stopped = event.now if kind == ledger.STOP else None
+        if clock.stopped_at != stopped:
+            clock.stopped_at = stopped
+        clock.updated_at = event.now
+        self.appended.append((clock, SlaClockEvent(
+            clock_id=clock.id or 0, instance_id=clock.instance_id, at=event.now, kind=kind, cycle=clock.cycle,
+            target_seconds=clock.target_seconds, actor=event.actor, reason=reason, detail=detail or {})))
+        self.touched[clock.key] = clock
+
+    def _target(self, spec: ClockSpec, stage: str | None) -> tuple[timedelta | None, dict[str, Any]]:
+        row = self.event.instance
+        names = {**row.data, "customer_tier": row.customer_tier, "workflow": row.workflow, "clock": spec.name,
+                 "stage": stage or row.stage}
+        sources = self.listener.sources(self.event.session, self.event.definition.id)
+        target, why = target_of(self.policy, sources, names)
+        return target, {**why, "customer_tier": row.customer_tier, "priority": row.data.get("priority")}
+
+
+def _plain(task_spec: str) -> str:
+    return task_spec.removesuffix(" [child]")
+
+
+def _suffix(task: HumanTask) -> str:
+    """What a per-task clock is about: a multi-instance item (a department) or the task's stage."""
+    _, _, item = task.name.partition(": ")
+    return item or task.stage or task.name
+
+
+# ---------------------------------------------------------------- derived figures and due rows
+
+
+def entries_of(session: Session, clock_ids: Iterable[int]) -> dict[int, list[ledger.Entry]]:
+    """The ledgers of some clocks, in the order they were written."""
+    ids = list(clock_ids)
+    out: dict[int, list[ledger.Entry]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    table = SlaClockEvent.__table__  # type: ignore[attr-defined]
+    stmt = (sa.select(table.c.clock_id, table.c.kind, table.c.at, table.c.cycle, table.c.target_seconds)
+            .where(table.c.clock_id.in_(ids)).order_by(table.c.id))
+    for clock_id, kind, at, cycle, seconds in session.execute(stmt):
+        out[clock_id].append(ledger.Entry(kind, at, cycle, _target(seconds)))
+    return out
+
+
+def _target(seconds: float | None) -> timedelta | None:
+    return None if seconds is None else timedelta(seconds=seconds)
+
+
+def derive_due(clock: SlaClock, entries: Sequence[ledger.Entry], policy: SlaPolicy, calendars: Calendars, *,
+               now: datetime) -> dict[str, tuple[int, datetime]]:
+    """Cache the clock's deadline and warning; return when each escalation level falls due (level -> severity, due)."""
+    calendar = calendars.get(clock.calendar)
+    figures = ledger.derive(calendar, entries, now=now, warning=clock.warning_ratio)
+    clock.deadline_at, clock.warning_at = figures.deadline, figures.warning_at
+    wanted: dict[str, tuple[int, datetime]] = {}
+    if figures.status != ledger.STOPPED and figures.target is not None:
+        running = ledger.spans(entries, figures.cycle)
+        for level in policy.levels:
+            when = ledger.reached(calendar, running, level.threshold(figures.target, clock.warning_ratio))
+            if when is not None:
+                wanted[level.name] = (level.severity, when)
+    return wanted
+
+
+@dataclass(frozen=True)
+class _Due:
+    id: int
+    due_at: datetime
+    fired_at: datetime | None
+
+
+def sync_due(session: Session, plans: Sequence[tuple[SlaClock, int, dict[str, tuple[int, datetime]], bool]]) -> None:
+    """Each clock's pending rows of its cycle become exactly `wanted` (level -> severity, due); fired rows never
+    change; pending rows of earlier cycles go. `plans`: (clock, cycle, wanted, may already have rows)."""
+    pending = col(SlaDue.fired_at).is_(None)
+    ids = [clock.id for clock, _, _, known in plans if known and clock.id is not None]
+    existing: dict[tuple[int, int, str], _Due] = {}
+    if ids:
+        table = SlaDue.__table__  # type: ignore[attr-defined]
+        stmt = sa.select(table.c.id, table.c.clock_id, table.c.cycle, table.c.level, table.c.due_at,
+                         table.c.fired_at).where(table.c.clock_id.in_(ids))
+        for found in session.execute(stmt):
+            existing[(found.clock_id, found.cycle, found.level)] = _Due(found.id, found.due_at, found.fired_at)
+    gone: list[int] = []
+    added: list[dict[str, Any]] = []
+    for clock, cycle, wanted, _ in plans:
+        assert clock.id is not None
+        for level, (severity, due_at) in wanted.items():
+            row = existing.get((clock.id, cycle, level))
+            if row is None:
+                added.append(dict(clock_id=clock.id, instance_id=clock.instance_id, cycle=cycle, level=level,
+                                  severity=severity, due_at=due_at))
+            elif row.fired_at is None and row.due_at != due_at:
+                session.execute(sa.update(SlaDue).where(col(SlaDue.id) == row.id, pending)
+                                .values(due_at=due_at, claimed_by=None, lease_until=None)
+                                .execution_options(synchronize_session=False))
+        gone += [r.id for (cid, c, lv), r in existing.items()
+                 if cid == clock.id and r.fired_at is None and (c != cycle or lv not in wanted)]
+    if added:
+        session.execute(sa.insert(SlaDue), added)
+    if gone:
+        session.execute(sa.delete(SlaDue).where(col(SlaDue.id).in_(gone), pending)
+                        .execution_options(synchronize_session=False))
