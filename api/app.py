@@ -1,57 +1,48 @@
-"""FastAPI application factory: read-only views of workflows and instances plus health.
+"""FastAPI application factory: routers by resource, one error mapping, body limit, request metrics, docs.
 
-Writes over HTTP (with bearer-token authentication and roles) arrive with the HTTP API issue; until
-then the service binds to 127.0.0.1 by default and exposes nothing that changes state.
+Every /api route needs a bearer token (api.auth); what the token's user may do is decided by
+engine.permissions, so the API and the CLI apply the same rules. /health and /metrics are open.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-import sqlalchemy as sa
-from fastapi import Depends, FastAPI, Path, Request
+from fastapi import FastAPI
 
 from api import errors
+from api.limits import BodyLimit
+from api.metrics import Registry, RequestMetrics
+from api.routes import customers, instances, reports, system, tasks, workflows
 from engine.instances import Funnel
+from engine.settings import get_settings
+
+DESCRIPTION = """Sales-funnel workflow engine: stages with exit criteria, history, queues, SLA clocks, reports.
+
+Authenticate every `/api` call with `Authorization: Bearer <token>` (an administrator issues tokens with
+`funnel users add NAME --role ROLE` or `funnel users token NAME`). 401: no valid token; 403: your role
+does not allow the call. Every error is an RFC 9457 problem document (`application/problem+json`) that
+says what to fix; refusals change nothing. Writes take `expected_version` (the `row_version` you read):
+a stale one gets 409 with `current_version`.
+"""
 
 
-def get_funnel(request: Request) -> Funnel:
-    funnel: Funnel = request.app.state.funnel
-    return funnel
-
-
-FunnelDep = Annotated[Funnel, Depends(get_funnel)]
-InstanceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="instance id")]
-
-
-def create_app(funnel: Funnel) -> FastAPI:
-    app = FastAPI(title="Funnel engine", version="0.1.0",
-                  description="Sales-funnel workflow engine: stages, criteria, history.")
+def create_app(funnel: Funnel, *, max_body_bytes: int | None = None) -> FastAPI:
+    app = FastAPI(title="Funnel engine", version="0.1.0", description=DESCRIPTION)
     app.state.funnel = funnel
+    app.state.metrics = Registry()
     errors.install(app)
+    for module in (system, workflows, customers, instances, tasks, reports):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes or get_settings().max_body_bytes)
+    app.add_middleware(RequestMetrics, registry=app.state.metrics)  # outermost: it also counts 413s
 
-    @app.get("/health")
-    def health(f: FunnelDep) -> dict[str, Any]:
-        with f.engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        return {"status": "ok", "database": "reachable"}
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            errors.finish_openapi(schema)
+            app.openapi_schema = schema
+        return app.openapi_schema
 
-    @app.get("/api/workflows")
-    def workflows(f: FunnelDep) -> list[dict[str, Any]]:
-        out = []
-        for row in f.definitions.versions():
-            out.append({"workflow": row.workflow, "version": row.version, "id": row.id,
-                        "content_hash": row.content_hash, "source": row.source_name,
-                        "title": row.meta.get("title"), "policy": row.meta.get("policy"),
-                        "stages": row.meta.get("stages"), "created_at": row.created_at})
-        return out
-
-    @app.get("/api/instances/{instance_id}")
-    def instance(instance_id: InstanceId, f: FunnelDep) -> dict[str, Any]:
-        return f.get(instance_id).to_dict()
-
-    @app.get("/api/instances/{instance_id}/history")
-    def history(instance_id: InstanceId, f: FunnelDep) -> list[dict[str, Any]]:
-        return [e.model_dump() for e in f.history(instance_id)]
-
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -8,10 +8,12 @@ from typing import Annotated
 
 import typer
 
+from api.cli_users import app as users_app
 from engine.errors import FunnelError
 from engine.settings import get_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Sales-funnel workflow engine.")
+app.add_typer(users_app, name="users")  # users and API tokens (api/cli_users.py)
 
 
 def _fail(err: FunnelError) -> None:
@@ -45,6 +47,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
     demo: Annotated[bool, typer.Option(help="seed the demo data set if the database is empty")] = False,
+    ticker: Annotated[bool, typer.Option(help="also run the ticker (timers, escalations, e-mail)")] = True,
 ) -> None:
     """Run the HTTP service on the configured database with the shipped workflows loaded."""
     import uvicorn
@@ -66,7 +69,33 @@ def serve(
     if seeded:
         typer.echo(f"demo data: {seeded} opportunities created")
     typer.echo(f"listening on http://{bind_host}:{bind_port}  (API docs: http://{bind_host}:{bind_port}/docs)")
-    uvicorn.run(create_app(funnel), host=bind_host, port=bind_port, log_level="info")
+    from api import scheduler as background  # the ticker runs beside the API unless --no-ticker
+
+    with background.running(background.Ticker(funnel, settings) if ticker else None):
+        uvicorn.run(create_app(funnel), host=bind_host, port=bind_port, log_level="info")
+
+
+@app.command()
+def scheduler(
+    once: Annotated[bool, typer.Option(help="one pass: fire what is due, send what is pending, exit")] = False,
+) -> None:
+    """Run the ticker alone (timers, escalations, e-mail) for deployments with several processes."""
+    from api import scheduler as background
+    from engine.bootstrap import open_funnel
+
+    settings = get_settings()
+    try:
+        funnel = open_funnel(settings, sync=False)  # fires what the API processes published
+    except FunnelError as err:
+        _fail(err)
+        return
+    ticker = background.Ticker(funnel, settings)
+    if once:
+        typer.echo(ticker.run_once().summary())
+        return
+    typer.echo(f"scheduler {ticker.worker_id}: tick every {settings.tick_seconds}s on {settings.database_url}")
+    background.run_forever(ticker)
+    typer.echo("scheduler stopped")
 
 
 def main() -> None:

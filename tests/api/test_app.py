@@ -1,54 +1,67 @@
-"""The read-only HTTP surface: health, workflows, instances; errors are problem details, never 500s."""
+"""The service surface: health, Prometheus metrics, the OpenAPI document with examples, problem documents for
+unknown routes and methods; never a 500."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from engine.instances import Funnel
-from tests.factories import FUNNEL_STAGE_DATA, start_opportunity
+from tests.api_factories import OPPORTUNITY, Staff, problem_of, start
 
 
-@pytest.fixture
-def client(funnel: Funnel) -> Iterator[TestClient]:
-    with TestClient(create_app(funnel), raise_server_exceptions=False) as c:
-        yield c
+def test_given_a_running_service_when_health_is_asked_then_database_and_ticker_are_reported(
+        client: TestClient) -> None:
+    body = client.get("/health").json()
+    assert (body["database"], body["status"]) == ("reachable", "degraded")  # no ticker runs beside a test client
+    assert body["ticker"]["alive"] is False and body["ticker"]["outbox"] == {"unsent": 0, "due": 0, "failed": 0}
 
 
-def test_given_a_running_service_when_health_is_asked_then_database_is_reachable(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok", "database": "reachable"}
+def test_given_some_traffic_then_metrics_expose_gauges_counters_and_latency(client: TestClient, staff: Staff) -> None:
+    start(staff.as_("alice"), customer_tier="B", data=OPPORTUNITY)
+    staff.as_("alice").get("/api/instances/999")
+    text = client.get("/metrics").text
+    assert client.get("/metrics").headers["content-type"].startswith("text/plain; version=0.0.4")
+    for line in ('funnel_instances{workflow="sales_funnel",status="running"} 1',
+                 'funnel_open_tasks{workflow="sales_funnel"} 1',
+                 'funnel_outbox_messages{state="unsent"} 0',
+                 "funnel_ticker_alive 0",
+                 'funnel_http_requests_total{method="POST",route="/api/instances",status="201"} 1',
+                 'funnel_http_requests_total{method="GET",route="/api/instances/{instance_id}",status="404"} 1',
+                 'funnel_http_request_duration_seconds_bucket{method="POST",route="/api/instances",le="+Inf"} 1'):
+        assert line in text, line
+    assert "# TYPE funnel_http_request_duration_seconds histogram" in text
 
 
-def test_given_the_shipped_workflows_when_listed_then_stages_and_criteria_are_shown(client: TestClient) -> None:
-    listed = {w["workflow"]: w for w in client.get("/api/workflows").json()}
-    assert {"sales_funnel", "service_request", "routing_slip"} <= listed.keys()
-    funnel_def = listed["sales_funnel"]
-    assert funnel_def["version"] == 1
-    assert [s["name"] for s in funnel_def["stages"]][:2] == ["Identify opportunity", "Qualification"]
-    assert funnel_def["policy"] == {"backward": "with-reason", "skip": "never", "waiting": "never", "close": "never"}
+def test_given_the_openapi_document_then_every_operation_documents_auth_errors_and_examples(app: FastAPI) -> None:
+    document: dict[str, Any] = app.openapi()
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            answers = operation["responses"]
+            if path.startswith("/api"):
+                assert operation["security"] == [{"bearer": []}] and "401" in answers, (method, path)
+            for code, answer in answers.items():
+                if code.startswith(("4", "5")):
+                    assert list(answer["content"]) == ["application/problem+json"], (method, path, code)
+            if "requestBody" in operation:
+                assert {"400", "413", "422"} <= answers.keys(), (method, path)
+    schemas = document["components"]["schemas"]
+    for name in ("StartIn", "AdvanceIn", "MoveIn", "WaitingIn", "CloseIn", "AssignIn", "CompleteIn", "CustomerIn",
+                 "CustomerPatch", "InstanceOut", "Problem", "FunnelReportOut", "ValidationOut"):
+        assert schemas[name].get("examples"), name
 
 
-def test_given_an_instance_when_fetched_then_state_and_history_are_returned(
-    client: TestClient, funnel: Funnel
-) -> None:
-    view = funnel.advance(start_opportunity(funnel).id, FUNNEL_STAGE_DATA[0], actor="rep1")
-    body = client.get(f"/api/instances/{view.id}").json()
-    assert (body["stage"], body["row_version"], body["open_tasks"][0]["name"]) == (
-        "Qualification", 2, "Qualification"
-    )
-    assert "state" not in body
-    history = client.get(f"/api/instances/{view.id}/history").json()
-    assert [e["kind"] for e in history] == ["created", "advanced"]
-
-
-@pytest.mark.parametrize("path", ["/api/instances/999", "/api/instances/abc", "/api/instances/0",
-                                  "/api/instances/99999999999999999999", "/api/nothing"])
-def test_given_bad_ids_when_fetched_then_a_problem_document_not_a_500(client: TestClient, path: str) -> None:
-    response = client.get(path)
-    assert response.status_code in (404, 422)
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["status"] == response.status_code and body["detail"]
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("get", "/api/instances/999", 404), ("get", "/api/instances/abc", 422), ("get", "/api/instances/0", 422),
+    ("get", "/api/instances/99999999999999999999", 422), ("get", "/api/nothing", 404),
+    ("delete", "/api/instances/1", 405), ("put", "/api/customers", 405),
+])
+def test_given_bad_ids_routes_or_methods_then_a_problem_document_not_a_500(
+        staff: Staff, method: str, path: str, status: int) -> None:
+    response = staff.client.request(method.upper(), path, headers=staff.headers("root"))
+    problem_of(response, status)
+    if status == 405:
+        assert response.headers["allow"] in ("GET", "GET, POST")
