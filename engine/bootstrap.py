@@ -13,6 +13,7 @@ from engine.instances import ChangeListener, Funnel
 from engine.links import LinkStarter
 from engine.service_metrics import TicketMetricsListener
 from engine.settings import Settings
+from engine.sla import SlaListener
 
 
 def listeners(settings: Settings) -> list[ChangeListener]:
@@ -21,6 +22,7 @@ def listeners(settings: Settings) -> list[ChangeListener]:
     found.append(AssignmentListener())  # who gets each opened task, explained (first: others see the owner)
     found.append(LinkStarter())  # outcomes that start follow-up work (a won deal its project)
     found.append(TicketMetricsListener())  # service requests: handling time, reopens, satisfaction
+    found.append(SlaListener(settings.workflows_dir))  # timers held on our clock; SLA clocks and escalations
     return found
 
 

@@ -12,6 +12,7 @@ from engine.errors import InvalidInput
 
 MAX_DATA_BYTES = 256 * 1024
 MAX_DEPTH = 20
+MAX_INT = 2**63 - 1  # what every database and JSON consumer we feed can hold exactly
 # Set by the engine from the customer record, never by a caller.
 RESERVED = frozenset({"customer_tier"})
 
@@ -45,7 +46,13 @@ def _check_name(key: Any) -> None:
 def _check_value(value: Any, path: str, *, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise InvalidInput(f"field '{path}' is nested more than {MAX_DEPTH} levels deep", path)
-    if value is None or isinstance(value, bool | str | int):
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidInput(f"field '{path}' contains a NUL character; remove it", path)
+        return
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise InvalidInput(f"field '{path}' is a whole number beyond ±{MAX_INT}; send it as text", path)
+    if value is None or isinstance(value, bool | int):
         return
     if isinstance(value, float):
         if not math.isfinite(value):

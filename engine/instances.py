@@ -7,6 +7,7 @@ is complete is it written, in one transaction that begins with the optimistic-co
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from engine.data import merge_for_criteria, validate_data
 from engine.definitions import DefinitionStore, LoadedDefinition
 from engine.errors import Conflict, ExpressionError, InvalidInput, NotFound, TransitionRefused, WorkflowFailed
 from engine.models import AuditEvent, HumanTask, Instance
-from engine.spiff import SpiffError, Workflow, task_label
+from engine.spiff import SpiffError, Workflow, arm_timers, task_label
 from engine.spiff import cancel as cancel_workflow
 from engine.stages import Stage, unmet_criteria
 from engine.views import InstanceView, TaskView, instance_view
@@ -331,6 +332,7 @@ class Funnel:
         self._apply_columns(row, definition, change.workflow)
         row.status = change.status or row.status
         ended_wait = holds.end_wait(row, change.kind)
+        arm_timers(change.workflow, change.now)  # new Spiff timers run on our clock, fired by engine.ticker only
         state = change.workflow.state()
         with Session(self.engine, expire_on_commit=False) as session:
             result = session.execute(
@@ -447,7 +449,11 @@ def _amount(expression: str | None, data: Mapping[str, Any]) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        amount = float(value)
+    except OverflowError:  # a whole number beyond float range is no amount we can list or sum
+        return None
+    return amount if math.isfinite(amount) else None
 
 
 def _diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     definition_cache_size: int = Field(default=64, ge=1)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="largest request body the API reads")
     workflow_cache_size: int = Field(default=512, ge=0, description="restored workflows kept in memory (0 = off)")
     # e-mail (notifications/): with no SMTP host, mail waits in the outbox until one is configured
     smtp_host: str = Field(default="", description="SMTP server; empty = do not send yet")
