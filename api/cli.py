@@ -67,7 +67,13 @@ def serve(
     typer.echo(f"database: {settings.database_url}")
     typer.echo(f"workflows: {', '.join(funnel.definitions.names())} (from {settings.workflows_dir})")
     if seeded:
-        typer.echo(f"demo data: {seeded} opportunities created")
+        from engine import auth
+
+        token = auth.issue(funnel.engine, "admin", actor="demo", now=funnel.clock(), label="demo").token
+        typer.echo(f"demo data: {seeded} opportunities created; roster, customers and teams seeded")
+        typer.echo(f"demo admin token (shown once): {token}")
+        typer.echo(f"  try: curl -H 'Authorization: Bearer {token}' http://{host or settings.host}:"
+                   f"{port or settings.port}/api/instances")
     typer.echo(f"listening on http://{bind_host}:{bind_port}  (API docs: http://{bind_host}:{bind_port}/docs)")
     from api import scheduler as background  # the ticker runs beside the API unless --no-ticker
 

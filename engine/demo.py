@@ -35,7 +35,9 @@ def seed(funnel: Funnel) -> int:
     customer_ids = customers.seed_customers(funnel)
     made = 0
     for (advances, rep, region, line), customer_id in zip(OPPORTUNITIES, customer_ids, strict=False):
-        first = {**STAGE_DATA[0], "region": region, "product_line": line}
+        # the customer record names the customer; the data only says what the opportunity is about
+        first = {k: v for k, v in STAGE_DATA[0].items() if k != "customer_name"}
+        first.update(region=region, product_line=line)
         view = funnel.start("sales_funnel", first, actor=rep, customer_id=customer_id)
         for data in STAGE_DATA[:advances]:
             extra = {"manager_approval": "approved by the sales manager"} if view.customer_tier == "D" else {}
