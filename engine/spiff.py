@@ -306,13 +306,19 @@ def _decision_file(sources: Mapping[str, str | bytes], decision_id: str) -> tupl
     """The DMN document that defines `decision_id` (documents that do not parse are passed over)."""
     for name, content in sorted(sources.items()):
         raw = content.encode() if isinstance(content, str) else content
-        try:
-            root = etree.fromstring(raw, xml_parser())
-        except etree.XMLSyntaxError:
-            continue
-        if any(node.get("id") == decision_id for node in root.iter("{*}decision")):
+        if decision_id in _decisions_in(raw):
             return name, raw
     raise SpiffError(f"no DMN file of this definition version defines decision '{decision_id}'")
+
+
+@functools.lru_cache(maxsize=256)
+def _decisions_in(raw: bytes) -> frozenset[str]:
+    """Decision ids a DMN document defines (parsed once per distinct document, not per evaluation)."""
+    try:
+        root = etree.fromstring(raw, xml_parser())
+    except etree.XMLSyntaxError:
+        return frozenset()
+    return frozenset(node.get("id") or "" for node in root.iter("{*}decision"))
 
 
 @functools.lru_cache(maxsize=64)
@@ -328,7 +334,8 @@ def _decision_table(name: str, raw: bytes, decision_id: str) -> Any:
     return dmn.decision.decisionTables[0]
 
 
-def _names_used(table: Any) -> set[str]:
+@functools.lru_cache(maxsize=64)
+def _names_used(table: Any) -> frozenset[str]:
     """Variables the input expressions and cells read: unset ones are given as None, as in criteria."""
     used: set[str] = set()
     texts = [i.expression or "" for i in table.inputs]
@@ -342,7 +349,7 @@ def _names_used(table: Any) -> set[str]:
                 continue
             used |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
             break
-    return used - {"v"}
+    return frozenset(used - {"v"})
 
 
 def _row_holds(engine: DMNEngine, rule: Any, task: _DecisionTask) -> bool:
