@@ -56,7 +56,7 @@ def my_tasks(engine: Engine, login: str, *, workflow: str | None = None, stage: 
     """The open tasks assigned to `login`, oldest first."""
     if not isinstance(login, str) or not login:
         raise InvalidInput("login must be a non-empty text", "login")
-    return _page(engine, col(HumanTask.assignee) == login, workflow=workflow, stage=stage, limit=limit,
+    return page_of(engine, col(HumanTask.assignee) == login, workflow=workflow, stage=stage, limit=limit,
                  offset=offset)
 
 
@@ -74,7 +74,7 @@ def team_queue(engine: Engine, login: str, *, team: str | None = None, workflow:
             raise InvalidInput(f"{login} is not in team {team!r}; their teams: {known}", "team")
         mine = [team]
     where = sa.and_(col(HumanTask.assignee).is_(None), col(HumanTask.team).in_(mine or [""]))
-    return _page(engine, where, workflow=workflow, stage=stage, limit=limit, offset=offset)
+    return page_of(engine, where, workflow=workflow, stage=stage, limit=limit, offset=offset)
 
 
 def _teams_of(session: Session, user: User) -> list[str]:
@@ -84,21 +84,30 @@ def _teams_of(session: Session, user: User) -> list[str]:
     return sorted(set(session.exec(member)) | set(session.exec(managed)))
 
 
-def _check_page(limit: Any, offset: Any) -> None:
+def check_page(limit: Any, offset: Any) -> None:
+    """Page bounds every list shares (offset capped so PostgreSQL's integer never overflows)."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {limit!r}", "limit")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise InvalidInput(f"offset must be a whole number from 0, not {offset!r}", "offset")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= 2**31:
+        raise InvalidInput(f"offset must be a whole number from 0 to {2**31}, not {offset!r}", "offset")
 
 
-def _page(engine: Engine, where: Any, *, workflow: str | None, stage: str | None, limit: int, offset: int) -> Page:
-    _check_page(limit, offset)
+def filter_text(value: Any, name: str) -> str:
+    """A text filter value: non-empty, no NUL (PostgreSQL refuses it), at most 200 characters."""
+    if not isinstance(value, str) or not value.strip() or "\x00" in value or len(value) > 200:
+        raise InvalidInput(f"{name} must be a non-empty text of at most 200 characters", name)
+    return value
+
+
+def page_of(engine: Engine, where: Any, *, workflow: str | None, stage: str | None, limit: int,
+            offset: int) -> Page:
+    """Open tasks matching `where` (plus workflow/stage filters), oldest first, one page."""
+    check_page(limit, offset)
     conditions = [where, col(HumanTask.status) == "ready"]
-    for value, column, name in ((workflow, Instance.workflow, "workflow"), (stage, HumanTask.stage, "stage")):
-        if value is not None:
-            if not isinstance(value, str) or not value.strip():
-                raise InvalidInput(f"{name} must be a non-empty text when given", name)
-            conditions.append(col(column) == value)
+    if workflow is not None:
+        conditions.append(col(Instance.workflow) == filter_text(workflow, "workflow"))
+    if stage is not None:
+        conditions.append(col(HumanTask.stage) == filter_text(stage, "stage"))
     base: Any = select(HumanTask, Instance).join(Instance, col(Instance.id) == col(HumanTask.instance_id))
     base = base.where(*conditions)
     with Session(engine) as session:

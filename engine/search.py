@@ -17,7 +17,7 @@ from engine.errors import Conflict, InvalidInput, NotFound
 from engine.models import HumanTask, Instance
 from engine.models.customers import TIERS
 from engine.permissions import Scope
-from engine.queues import MAX_LIMIT, Page, QueueItem
+from engine.queues import Page, check_page, filter_text, page_of
 from engine.views import InstanceView, instance_view
 
 
@@ -45,7 +45,7 @@ def find_instances(engine: Engine, *, scope: Scope, workflow: str | None = None,
                    status: str | None = None, assignee: str | None = None, customer_id: int | None = None,
                    tier: str | None = None, limit: int = 50, offset: int = 0) -> InstancePage:
     """Instances matching every given filter that `scope` lets the caller see, newest first."""
-    _check_page(limit, offset)
+    check_page(limit, offset)
     if tier is not None and tier not in TIERS:
         raise InvalidInput(f"tier must be one of {', '.join(TIERS)}, not {tier!r}", "tier")
     conditions: list[Any] = [] if scope.everything else [_visible(scope)]
@@ -53,7 +53,7 @@ def find_instances(engine: Engine, *, scope: Scope, workflow: str | None = None,
                                 (status, Instance.status, "status"), (assignee, Instance.assignee, "assignee"),
                                 (tier, Instance.customer_tier, "tier")):
         if value is not None:
-            conditions.append(col(column) == _text(value, name))
+            conditions.append(col(column) == filter_text(value, name))
     if customer_id is not None:
         conditions.append(col(Instance.customer_id) == customer_id)
     with Session(engine) as session:
@@ -73,7 +73,7 @@ def find_instances(engine: Engine, *, scope: Scope, workflow: str | None = None,
 def open_task(engine: Engine, task_id: str) -> TaskRef:
     """The instance an open task belongs to; NotFound for an unknown id, Conflict for a task no longer open."""
     with Session(engine) as session:
-        row = session.exec(select(HumanTask).where(HumanTask.task_uuid == _text(task_id, "task_id"))
+        row = session.exec(select(HumanTask).where(HumanTask.task_uuid == filter_text(task_id, "task_id"))
                            .order_by(col(HumanTask.id).desc())).first()
         if row is None:
             raise NotFound(f"no task with id {task_id!r}")
@@ -88,25 +88,10 @@ def open_task(engine: Engine, task_id: str) -> TaskRef:
 def team_tasks(engine: Engine, *, teams: frozenset[str] | None, members: frozenset[str] = frozenset(),
                workflow: str | None = None, stage: str | None = None, limit: int = 50, offset: int = 0) -> Page:
     """Every open task queued to `teams` or assigned to `members` (None: all teams), oldest first."""
-    _check_page(limit, offset)
-    conditions: list[Any] = [col(HumanTask.status) == "ready"]
+    where: Any = sa.true()
     if teams is not None:
-        conditions.append(sa.or_(col(HumanTask.team).in_(teams or [""]), col(HumanTask.assignee).in_(members or [""])))
-    if workflow is not None:
-        conditions.append(col(Instance.workflow) == _text(workflow, "workflow"))
-    if stage is not None:
-        conditions.append(col(HumanTask.stage) == _text(stage, "stage"))
-    base: Any = select(HumanTask, Instance).join(Instance, col(Instance.id) == col(HumanTask.instance_id))
-    base = base.where(*conditions)
-    with Session(engine) as session:
-        total = session.exec(select(func.count()).select_from(base.subquery())).one()
-        rows = session.exec(base.order_by(col(HumanTask.created_at), col(HumanTask.id)).limit(limit)
-                            .offset(offset)).all()
-        items = [QueueItem(instance_id=task.instance_id, task_id=task.task_uuid, name=task.name, stage=task.stage,
-                           workflow=inst.workflow, team=task.team, assignee=task.assignee,
-                           customer_tier=inst.customer_tier, amount=inst.amount, created_at=task.created_at)
-                 for task, inst in rows]
-    return Page(items=items, total=int(total), limit=limit, offset=offset)
+        where = sa.or_(col(HumanTask.team).in_(teams or [""]), col(HumanTask.assignee).in_(members or [""]))
+    return page_of(engine, where, workflow=workflow, stage=stage, limit=limit, offset=offset)
 
 
 def _visible(scope: Scope) -> Any:
@@ -120,16 +105,3 @@ def _visible(scope: Scope) -> Any:
                                             col(HumanTask.status) == "ready", task).exists())
     return sa.or_(col(Instance.assignee).in_(scope.logins or [""]), col(Instance.created_by) == scope.login,
                   col(Instance.workflow).in_(scope.workflows or [""]), open_task)
-
-
-def _check_page(limit: Any, offset: Any) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {limit!r}", "limit")
-    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= 2**31:
-        raise InvalidInput(f"offset must be a whole number from 0 to {2**31}, not {offset!r}", "offset")
-
-
-def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value.strip() or "\x00" in value or len(value) > 200:
-        raise InvalidInput(f"{name} must be a non-empty text of at most 200 characters", name)
-    return value
