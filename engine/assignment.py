@@ -15,7 +15,7 @@ Every decision is written to the instance history as an AuditEvent of kind "assi
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,7 +26,7 @@ from sqlmodel import Session, col, select
 
 from engine.errors import WorkflowFailed
 from engine.instances import ChangeEvent
-from engine.models import AuditEvent, DefinitionVersion, HumanTask, Instance
+from engine.models import AuditEvent, HumanTask, Instance
 from engine.models.people import STRATEGIES, AssignmentAlert, Team, TeamMember, User
 from engine.rotation import Candidate, absent_until, open_counts, pick, unavailable
 from engine.spiff import DecisionResult, RuleMatch, SpiffError, evaluate_decision
@@ -61,9 +61,6 @@ class Outcome:
 class AssignmentListener:
     """Assigns every task a change opens, when its workflow declares an assignment decision."""
 
-    def __init__(self) -> None:
-        self._sources: OrderedDict[int, dict[str, str]] = OrderedDict()
-
     def after_change(self, event: ChangeEvent) -> None:
         meta = event.definition.meta
         decided = [(t, d) for t in event.opened_tasks if (d := meta.decision_for(t.task_spec))]
@@ -73,7 +70,7 @@ class AssignmentListener:
         for task, _ in decided:
             task.assignee = None  # so the owner's load does not count the task being assigned
         event.session.flush()
-        sources = self._dmn(event.session, event.definition.id)
+        sources = event.definition.dmn
         chosen = [assign_task(event, task, decision, sources, owner=owner) for task, decision in decided]
         first = chosen[0]
         if first != owner:
@@ -81,17 +78,8 @@ class AssignmentListener:
             event.session.execute(sa.update(Instance).where(col(Instance.id) == event.instance.id)
                                   .values(assignee=first))
 
-    def _dmn(self, session: Session, version_id: int) -> dict[str, str]:
-        """The DMN files stored with the instance's definition version (versions never change: cached)."""
-        if version_id not in self._sources:
-            stmt = select(DefinitionVersion.dmn).where(DefinitionVersion.id == version_id)
-            self._sources[version_id] = dict(session.exec(stmt).one())
-            while len(self._sources) > 64:
-                self._sources.popitem(last=False)
-        return self._sources[version_id]
 
-
-def assign_task(event: ChangeEvent, task: HumanTask, decision: str, sources: dict[str, str], *,
+def assign_task(event: ChangeEvent, task: HumanTask, decision: str, sources: Mapping[str, str], *,
                 owner: str | None) -> str | None:
     """Decide, apply and explain the assignment of one newly opened task; returns the assignee."""
     result = _evaluate(event, task, decision, sources)
@@ -110,7 +98,7 @@ def assign_task(event: ChangeEvent, task: HumanTask, decision: str, sources: dic
     return outcome.assignee
 
 
-def _evaluate(event: ChangeEvent, task: HumanTask, decision: str, sources: dict[str, str]) -> DecisionResult:
+def _evaluate(event: ChangeEvent, task: HumanTask, decision: str, sources: Mapping[str, str]) -> DecisionResult:
     row = event.instance
     names: dict[str, Any] = {**row.data, "customer_tier": row.customer_tier}
     if names.get("amount") is None:

@@ -49,7 +49,7 @@ class SourceDefinition:
 
 @dataclass(frozen=True)
 class LoadedDefinition:
-    """A stored version ready to run: its row id, parsed specs and metadata."""
+    """A stored version ready to run: its row id, parsed specs, metadata and the DMN files it calls."""
 
     id: int
     workflow: str
@@ -57,6 +57,7 @@ class LoadedDefinition:
     content_hash: str
     specs: ParsedSpecs
     meta: WorkflowMeta
+    dmn: Mapping[str, str]
 
 
 def read_sources(bpmn_name: str, bpmn: bytes, dmn: Mapping[str, bytes]) -> list[SourceDefinition]:
@@ -136,7 +137,8 @@ class DefinitionStore:
                 return self.get(latest.id)
             session.refresh(row)
             assert row.id is not None
-            loaded = LoadedDefinition(row.id, row.workflow, row.version, row.content_hash, specs, meta)
+            loaded = LoadedDefinition(row.id, row.workflow, row.version, row.content_hash, specs, meta,
+                                      dict(row.dmn))
         self._remember(loaded)
         return loaded
 
@@ -173,7 +175,7 @@ class DefinitionStore:
             raise NotFound(f"definition version {version_id} does not exist")
         loaded = LoadedDefinition(
             version_id, row.workflow, row.version, row.content_hash,
-            ParsedSpecs.from_dict(row.workflow, row.spec), WorkflowMeta.from_dict(row.meta),
+            ParsedSpecs.from_dict(row.workflow, row.spec), WorkflowMeta.from_dict(row.meta), dict(row.dmn),
         )
         self._remember(loaded)
         return loaded

@@ -11,7 +11,6 @@ fulfilled clock never escalates.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,7 +23,7 @@ from sqlmodel import Session, col, select
 
 from engine import sla_ledger as ledger
 from engine.instances import RUNNING, ChangeEvent
-from engine.models import DefinitionVersion, HumanTask, Instance
+from engine.models import HumanTask, Instance
 from engine.models.sla import SlaClock, SlaClockEvent, SlaDue
 from engine.sla_policy import Calendars, ClockSpec, SlaPolicy, target_of
 from engine.spiff import Workflow, arm_timers, pending_timers
@@ -37,22 +36,12 @@ class SlaListener:
 
     def __init__(self, workflows_dir: Path | None = None, *, calendars: Calendars | None = None) -> None:
         self.calendars = calendars or (Calendars.beside(workflows_dir) if workflows_dir else Calendars())
-        self._sources: OrderedDict[int, dict[str, str]] = OrderedDict()
 
     def after_change(self, event: ChangeEvent) -> None:
         keep_timers(event)
         policy = event.definition.meta.sla
         if policy is not None and event.instance.id is not None:
             _Sync(self, event, policy).run()
-
-    def sources(self, session: Session, version_id: int) -> dict[str, str]:
-        """The DMN files stored with a definition version (versions never change: cached)."""
-        if version_id not in self._sources:
-            stmt = select(DefinitionVersion.dmn).where(DefinitionVersion.id == version_id)
-            self._sources[version_id] = dict(session.exec(stmt).one())
-            while len(self._sources) > 64:
-                self._sources.popitem(last=False)
-        return self._sources[version_id]
 
 
 def keep_timers(event: ChangeEvent) -> None:
@@ -217,8 +206,7 @@ class _Sync:
         row = self.event.instance
         names = {**row.data, "customer_tier": row.customer_tier, "workflow": row.workflow, "clock": spec.name,
                  "stage": stage or row.stage}
-        sources = self.listener.sources(self.event.session, self.event.definition.id)
-        target, why = target_of(self.policy, sources, names)
+        target, why = target_of(self.policy, self.event.definition.dmn, names)
         return target, {**why, "customer_tier": row.customer_tier, "priority": row.data.get("priority")}
 
 
