@@ -12,7 +12,6 @@ the reason, so a repeated firing adds nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,21 +25,11 @@ from engine.models.sla import SlaClock
 from engine.sla_ledger import Figures
 from engine.sla_policy import Level
 from notifications.outbox import enqueue
-from notifications.render import link, render
+from notifications.render import Recipient, link, render
 
 ASSIGNEE, MANAGER = "assignee", "manager"
 KINDS = {"service_request": "service request", "sales_funnel": "opportunity", "routing_slip": "routing slip",
          "project_funding": "project"}
-
-
-@dataclass(frozen=True)
-class Recipient:
-    """A person an e-mail goes to."""
-
-    login: str
-    name: str
-    email: str
-    time_zone: str
 
 
 def people_for(session: Session, tokens: Sequence[str], *, instance: Instance,

@@ -14,7 +14,6 @@ is set in the same transaction (it means "handed to the outbox", which never los
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from notifications import outbox
 from notifications.models import JSONList, UTCDateTime
-from notifications.render import link, render
+from notifications.render import Recipient, link, render
 
 log = logging.getLogger(__name__)
 FALLBACK_ROLES = ("admin", "process_owner")  # told when the team has no manager (or does not exist)
@@ -41,16 +40,6 @@ _task = sa.table("human_task", sa.column("instance_id", sa.Integer), sa.column("
                  sa.column("name", sa.String), sa.column("stage", sa.String))
 _instance = sa.table("instance", sa.column("id", sa.Integer), sa.column("workflow", sa.String),
                      sa.column("stage", sa.String), sa.column("data", JSONList))
-
-
-@dataclass(frozen=True)
-class Recipient:
-    """Who an alert goes to, and the zone its times are shown in."""
-
-    login: str
-    name: str
-    email: str
-    time_zone: str
 
 
 def enqueue_assignment_alerts(session: Session, now: datetime, base_url: str, *, limit: int = 100) -> int:

@@ -13,6 +13,7 @@ Filters the templates use: `local_time(dt, tz)` (an aware datetime in the recipi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +23,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A person an e-mail goes to, and the zone its times are shown in (SLA mail and alerts alike)."""
+
+    login: str
+    name: str
+    email: str
+    time_zone: str
 
 
 class Rendered(NamedTuple):
