@@ -244,6 +244,9 @@ def test_given_the_funnel_policy_when_skipping_then_refused(funnel: Funnel, targ
         ({"x": float("nan")}, "x"),
         ({"x": {"y": object()}}, "x.y"),
         ({"x": "a" * 300_000}, "data"),
+        ({"x": "a\x00b"}, "x"),  # PostgreSQL refuses NUL
+        ({"n": 10**400}, "n"),  # beyond what databases and float() hold
+        ({"l": [2**64]}, "l[0]"),
     ],
 )
 def test_given_malformed_data_when_advancing_then_invalid_input_names_the_field(
@@ -283,15 +286,3 @@ def test_given_the_audit_log_when_someone_tries_to_rewrite_it_then_the_database_
         with pytest.raises(sa.exc.DatabaseError, match="append-only"), funnel.engine.begin() as conn:
             conn.execute(sa.text(statement))
     assert [e.actor for e in funnel.history(view.id)] == ["rep1"]
-
-
-@pytest.mark.parametrize(("data", "field"), [({"x": "a\x00b"}, "x"), ({"n": 10**400}, "n"), ({"l": [2**64]}, "l[0]")])
-def test_given_values_a_database_cannot_hold_when_advancing_then_invalid_input(
-    funnel: Funnel, data: dict[str, Any], field: str
-) -> None:
-    view = start_opportunity(funnel)
-    before = snapshot(funnel, view.id)
-    with pytest.raises(InvalidInput) as err:
-        funnel.advance(view.id, data, actor="rep1")
-    assert err.value.field == field
-    assert snapshot(funnel, view.id) == before
