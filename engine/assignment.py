@@ -58,13 +58,16 @@ class Outcome:
     alert_team: str | None = None  # the team the alert concerns, when it is not `team` (e.g. a missing one)
 
 
+_ANY_TEAM = sa.select(Team.__table__.c.id).limit(1)  # type: ignore[attr-defined]  # built once: runs on every change
+
+
 class AssignmentListener:
     """Assigns every task a change opens, when its workflow declares an assignment decision."""
 
     def after_change(self, event: ChangeEvent) -> None:
         meta = event.definition.meta
         decided = [(t, d) for t in event.opened_tasks if (d := meta.decision_for(t.task_spec))]
-        if not decided or event.session.exec(select(Team.id).limit(1)).first() is None:
+        if not decided or event.session.connection().execute(_ANY_TEAM).first() is None:
             return  # no decision declared, or no roster yet: the creator keeps the work, as before
         owner = event.instance.assignee
         for task, _ in decided:

@@ -16,11 +16,10 @@ from functools import partial
 from threading import Lock
 from typing import Any, Protocol
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from engine import holds, sandbox
+from engine import holds, sandbox, writes
 from engine.clock import utcnow
 from engine.customers import for_instance
 from engine.data import merge_for_criteria, validate_data
@@ -260,9 +259,12 @@ class Funnel:
               ) -> tuple[Instance, LoadedDefinition, Workflow]:
         if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
             raise InvalidInput("expected_version must be a whole number", "expected_version")
+        _check_id(instance_id)
         with Session(self.engine) as session:
-            row = self._row(session, instance_id)
-            session.expunge(row)
+            found = writes.load_instance(session, instance_id)
+        if found is None:
+            raise NotFound(f"instance {instance_id} does not exist")
+        row = found
         if expected is not None and expected != row.row_version:
             raise Conflict(
                 f"instance {instance_id} is at version {row.row_version}, not {expected}: reload it and retry",
@@ -333,18 +335,9 @@ class Funnel:
         row.status = change.status or row.status
         ended_wait = holds.end_wait(row, change.kind)
         arm_timers(change.workflow, change.now)  # new Spiff timers run on our clock, fired by engine.ticker only
-        state = change.workflow.state()
+        row.state = change.workflow.state()
         with Session(self.engine, expire_on_commit=False) as session:
-            result = session.execute(
-                sa.update(Instance)
-                .where(col(Instance.id) == row.id, col(Instance.row_version) == expected)
-                .values(
-                    state=state, data=row.data, stage=row.stage, stage_order=row.stage_order,
-                    status=row.status, probability=row.probability, amount=row.amount,
-                    row_version=expected + 1, updated_at=change.now, waiting_since=row.waiting_since,
-                )
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+            if not writes.update_instance(session, row, expected=expected, now=change.now):
                 session.rollback()
                 current = session.get(Instance, row.id)
                 version = current.row_version if current else None
@@ -353,14 +346,14 @@ class Funnel:
                     "reload it and retry",
                     current_version=version,
                 )
-            row.row_version = expected + 1
-            row.state = state
+            row.row_version, row.updated_at = expected + 1, change.now
             opened, closed = self._sync_tasks(session, row, definition, change.workflow, now=change.now,
                                               actor=change.actor, completed=change.completed_task)
             if ended_wait:
-                session.add(holds.wait_ended_event(row, kind=change.kind, now=change.now, actor=change.actor,
-                                                   stage=change.from_stage))
-            session.add(AuditEvent(
+                ended = holds.wait_ended_event(row, kind=change.kind, now=change.now, actor=change.actor,
+                                               stage=change.from_stage)
+                writes.insert_audit(session, ended.model_dump(exclude={"id"}))
+            writes.insert_audit(session, dict(
                 instance_id=row.id, at=change.now, actor=change.actor, kind=change.kind,
                 from_stage=change.from_stage, to_stage=row.stage if row.status == RUNNING else row.status,
                 changes=_diff(change.before, row.data), reason=change.reason, row_version=row.row_version,
@@ -380,18 +373,13 @@ class Funnel:
         ready = {str(t.id): t for t in wf.ready_human_tasks()}
         opened: list[HumanTask] = []
         closed: list[HumanTask] = []
-        stmt = select(HumanTask).where(HumanTask.instance_id == row.id, HumanTask.status == "ready")
         still_open: list[HumanTask] = []
-        for task in session.exec(stmt):
-            if task.task_uuid in ready:
-                ready.pop(task.task_uuid)
+        for task in writes.open_tasks(session, row.id):
+            if ready.pop(task.task_uuid, None) is not None:
                 still_open.append(task)
-                continue
-            task.status = "completed" if task.task_uuid == completed else "cancelled"
-            task.completed_at = now
-            task.completed_by = actor if task.status == "completed" else None
-            session.add(task)
-            closed.append(task)
+            else:
+                closed.append(task)
+        writes.close_tasks(session, closed, now=now, completed=completed, actor=actor)
         for uuid, task in ready.items():
             stage = definition.meta.stage_for_task(task.task_spec.name)
             opened.append(HumanTask(
@@ -400,8 +388,7 @@ class Funnel:
                 stage=stage.name if stage else None, lane=stage.lane if stage else None,
                 role=stage.role if stage else None, status="ready", assignee=row.assignee, created_at=now,
             ))
-        session.add_all(opened)
-        session.flush()
+        writes.insert_tasks(session, opened)
         session.info.setdefault(_OPEN_TASKS_KEY, {})[row.id] = still_open + opened
         return opened, closed
 
@@ -411,8 +398,7 @@ class Funnel:
 
     @staticmethod
     def _row(session: Session, instance_id: int) -> Instance:
-        if not isinstance(instance_id, int) or isinstance(instance_id, bool):
-            raise InvalidInput("instance id must be a whole number", "instance_id")
+        _check_id(instance_id)
         row = session.get(Instance, instance_id)
         if row is None:
             raise NotFound(f"instance {instance_id} does not exist")
@@ -426,6 +412,11 @@ class Funnel:
             return sorted((t for t in known if t.status == "ready"), key=lambda t: t.id or 0)
         stmt = select(HumanTask).where(HumanTask.instance_id == instance_id, HumanTask.status == "ready")
         return list(session.exec(stmt.order_by(col(HumanTask.id))))
+
+
+def _check_id(instance_id: Any) -> None:
+    if not isinstance(instance_id, int) or isinstance(instance_id, bool):
+        raise InvalidInput("instance id must be a whole number", "instance_id")
 
 
 def _move_kind(current: Stage, target: Stage, backward: str, skip: str) -> tuple[str, str]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
 from engine import sla_ledger as ledger
 from engine.instances import RUNNING, ChangeEvent
@@ -81,31 +81,31 @@ class _Sync:
     appended: list[tuple[SlaClock, SlaClockEvent]] = field(default_factory=list)
 
     def run(self) -> None:
-        """Decide every ledger event in memory, derive the figures, then write it all in one flush."""
+        """Decide every ledger event in memory, derive the figures, then write it all with bulk statements.
+
+        Clocks are read and written with set-based statements (no unit-of-work flush): this runs inside every
+        change of every instance, so its round trips are most of what an advance costs beyond the workflow.
+        """
         session, row = self.event.session, self.event.instance
         reopened = [t.task_uuid for t in self.event.opened_tasks]
-        can_change = sa.or_(col(SlaClock.status) != ledger.STOPPED, col(SlaClock.task_uuid).is_(None),
-                            col(SlaClock.task_uuid).in_(reopened))  # a stopped per-task clock restarts only
-        stmt = select(SlaClock).where(SlaClock.instance_id == row.id, can_change)  # with its task
-        self.clocks = {c.key: c for c in session.exec(stmt)}
+        found = session.connection().execute(_CLOCKS_THAT_CAN_CHANGE, {"b_instance": row.id, "b_reopened": reopened})
+        self.clocks = {r.key: SlaClock(**r._mapping) for r in found}
         self._starts()
         self._stops()
         self._pauses()
         self._retargets()
         if not self.touched:
             return
-        with session.no_autoflush:
-            stored = entries_of(session, [c.id for c in self.touched.values() if c.id is not None])
+        stored = entries_of(session, [c.id for c in self.touched.values() if c.id is not None])
         ledgers = {key: list(stored.get(c.id, [])) if c.id is not None else [] for key, c in self.touched.items()}
         for clock, entry in self.appended:
             ledgers[clock.key].append(ledger.Entry(entry.kind, entry.at, entry.cycle, _target(entry.target_seconds)))
         wanted = {key: derive_due(clock, ledgers[key], self.policy, self.listener.calendars, now=self.event.now)
                   for key, clock in self.touched.items()}
         known = {c.id for c in self.touched.values() if c.id is not None}
-        session.add_all(self.touched.values())
-        session.flush()
+        _write_clocks(session, list(self.touched.values()))
         rows = [{**entry.model_dump(exclude={"id"}), "clock_id": clock.id} for clock, entry in self.appended]
-        session.execute(sa.insert(SlaClockEvent), rows)  # one executemany: the ledger needs no ids back
+        session.connection().execute(_INSERT_EVENT, rows)  # one executemany: the ledger needs no ids back
         sync_due(session, [(c, c.cycle, wanted[k], c.id in known) for k, c in self.touched.items()])
 
     def _starts(self) -> None:
@@ -220,6 +220,44 @@ def _suffix(task: HumanTask) -> str:
     return item or task.stage or task.name
 
 
+_CLOCK: sa.Table = SlaClock.__table__  # type: ignore[attr-defined]
+_EVENT: sa.Table = SlaClockEvent.__table__  # type: ignore[attr-defined]
+_DUE: sa.Table = SlaDue.__table__  # type: ignore[attr-defined]
+_CLOCK_STATE = ("cycle", "status", "target_seconds", "started_at", "stopped_at", "deadline_at", "warning_at",
+                "updated_at")
+# a stopped per-task clock restarts only with its task
+_CLOCKS_THAT_CAN_CHANGE = sa.select(_CLOCK).where(
+    _CLOCK.c.instance_id == sa.bindparam("b_instance"),
+    sa.or_(_CLOCK.c.status != ledger.STOPPED, _CLOCK.c.task_uuid.is_(None),
+           _CLOCK.c.task_uuid.in_(sa.bindparam("b_reopened", expanding=True))))
+_INSERT_CLOCK = sa.insert(_CLOCK).returning(_CLOCK.c.id)
+_INSERT_EVENT = sa.insert(_EVENT)
+_ENTRIES = (sa.select(_EVENT.c.clock_id, _EVENT.c.kind, _EVENT.c.at, _EVENT.c.cycle, _EVENT.c.target_seconds)
+            .where(_EVENT.c.clock_id.in_(sa.bindparam("b_ids", expanding=True))).order_by(_EVENT.c.id))
+_DUE_OF = (sa.select(_DUE.c.id, _DUE.c.clock_id, _DUE.c.cycle, _DUE.c.level, _DUE.c.due_at, _DUE.c.fired_at)
+           .where(_DUE.c.clock_id.in_(sa.bindparam("b_ids", expanding=True))))
+_INSERT_DUE = sa.insert(_DUE)
+_MOVE_DUE = (sa.update(_DUE).where(_DUE.c.id == sa.bindparam("b_id"), _DUE.c.fired_at.is_(None))
+             .values(due_at=sa.bindparam("b_due_at"), claimed_by=None, lease_until=None))
+_DROP_DUE = sa.delete(_DUE).where(_DUE.c.id.in_(sa.bindparam("b_ids", expanding=True)), _DUE.c.fired_at.is_(None))
+_DROP_CLOCK_DUE = sa.delete(_DUE).where(_DUE.c.clock_id.in_(sa.bindparam("b_ids", expanding=True)),
+                                        _DUE.c.fired_at.is_(None))
+_UPDATE_CLOCK = (sa.update(_CLOCK).where(_CLOCK.c.id == sa.bindparam("b_id"))
+                 .values({name: sa.bindparam(f"b_{name}") for name in _CLOCK_STATE}))
+
+
+def _write_clocks(session: Session, clocks: Sequence[SlaClock]) -> None:
+    """Store changed clocks (one executemany) and insert new ones, setting their ids."""
+    changed = [{"b_id": c.id, **{f"b_{name}": getattr(c, name) for name in _CLOCK_STATE}}
+               for c in clocks if c.id is not None]
+    conn = session.connection()
+    if changed:
+        conn.execute(_UPDATE_CLOCK, changed)
+    for clock in clocks:
+        if clock.id is None:
+            clock.id = conn.execute(_INSERT_CLOCK, clock.model_dump(exclude={"id"})).scalar_one()
+
+
 # ---------------------------------------------------------------- derived figures and due rows
 
 
@@ -229,10 +267,7 @@ def entries_of(session: Session, clock_ids: Iterable[int]) -> dict[int, list[led
     out: dict[int, list[ledger.Entry]] = {i: [] for i in ids}
     if not ids:
         return out
-    table = SlaClockEvent.__table__  # type: ignore[attr-defined]
-    stmt = (sa.select(table.c.clock_id, table.c.kind, table.c.at, table.c.cycle, table.c.target_seconds)
-            .where(table.c.clock_id.in_(ids)).order_by(table.c.id))
-    for clock_id, kind, at, cycle, seconds in session.execute(stmt):
+    for clock_id, kind, at, cycle, seconds in session.connection().execute(_ENTRIES, {"b_ids": ids}):
         out[clock_id].append(ledger.Entry(kind, at, cycle, _target(seconds)))
     return out
 
@@ -267,17 +302,17 @@ class _Due:
 def sync_due(session: Session, plans: Sequence[tuple[SlaClock, int, dict[str, tuple[int, datetime]], bool]]) -> None:
     """Each clock's pending rows of its cycle become exactly `wanted` (level -> severity, due); fired rows never
     change; pending rows of earlier cycles go. `plans`: (clock, cycle, wanted, may already have rows)."""
-    pending = col(SlaDue.fired_at).is_(None)
-    ids = [clock.id for clock, _, _, known in plans if known and clock.id is not None]
+    conn = session.connection()
+    # a known clock that wants nothing (stopped) loses all its pending rows: no need to read them first
+    drop_all = [clock.id for clock, _, wanted, known in plans if known and not wanted and clock.id is not None]
+    ids = [clock.id for clock, _, wanted, known in plans if known and wanted and clock.id is not None]
     existing: dict[tuple[int, int, str], _Due] = {}
     if ids:
-        table = SlaDue.__table__  # type: ignore[attr-defined]
-        stmt = sa.select(table.c.id, table.c.clock_id, table.c.cycle, table.c.level, table.c.due_at,
-                         table.c.fired_at).where(table.c.clock_id.in_(ids))
-        for found in session.execute(stmt):
+        for found in conn.execute(_DUE_OF, {"b_ids": ids}):
             existing[(found.clock_id, found.cycle, found.level)] = _Due(found.id, found.due_at, found.fired_at)
     gone: list[int] = []
     added: list[dict[str, Any]] = []
+    moved: list[dict[str, Any]] = []
     for clock, cycle, wanted, _ in plans:
         assert clock.id is not None
         for level, (severity, due_at) in wanted.items():
@@ -286,13 +321,14 @@ def sync_due(session: Session, plans: Sequence[tuple[SlaClock, int, dict[str, tu
                 added.append(dict(clock_id=clock.id, instance_id=clock.instance_id, cycle=cycle, level=level,
                                   severity=severity, due_at=due_at))
             elif row.fired_at is None and row.due_at != due_at:
-                session.execute(sa.update(SlaDue).where(col(SlaDue.id) == row.id, pending)
-                                .values(due_at=due_at, claimed_by=None, lease_until=None)
-                                .execution_options(synchronize_session=False))
+                moved.append({"b_id": row.id, "b_due_at": due_at})
         gone += [r.id for (cid, c, lv), r in existing.items()
                  if cid == clock.id and r.fired_at is None and (c != cycle or lv not in wanted)]
+    if moved:
+        conn.execute(_MOVE_DUE, moved)
     if added:
-        session.execute(sa.insert(SlaDue), added)
+        conn.execute(_INSERT_DUE, added)
     if gone:
-        session.execute(sa.delete(SlaDue).where(col(SlaDue.id).in_(gone), pending)
-                        .execution_options(synchronize_session=False))
+        conn.execute(_DROP_DUE, {"b_ids": gone})
+    if drop_all:
+        conn.execute(_DROP_CLOCK_DUE, {"b_ids": drop_all})
