@@ -382,12 +382,12 @@ class Funnel:
         writes.close_tasks(session, closed, now=now, completed=completed, actor=actor)
         for uuid, task in ready.items():
             stage = definition.meta.stage_for_task(task.task_spec.name)
-            opened.append(HumanTask(
+            opened.append(writes.row_object(HumanTask, dict(
                 instance_id=row.id, task_uuid=uuid, task_spec=task.task_spec.name,
-                name=task_label(task),
+                name=task_label(task)[:300],
                 stage=stage.name if stage else None, lane=stage.lane if stage else None,
                 role=stage.role if stage else None, status="ready", assignee=row.assignee, created_at=now,
-            ))
+            )))
         writes.insert_tasks(session, opened)
         session.info.setdefault(_OPEN_TASKS_KEY, {})[row.id] = still_open + opened
         return opened, closed

@@ -27,6 +27,7 @@ from engine.models import HumanTask, Instance
 from engine.models.sla import SlaClock, SlaClockEvent, SlaDue
 from engine.sla_policy import Calendars, ClockSpec, SlaPolicy, target_of
 from engine.spiff import Workflow, arm_timers, pending_timers
+from engine.writes import row_object
 
 SYSTEM_ACTOR = "system:sla"
 
@@ -89,7 +90,7 @@ class _Sync:
         session, row = self.event.session, self.event.instance
         reopened = [t.task_uuid for t in self.event.opened_tasks]
         found = session.connection().execute(_CLOCKS_THAT_CAN_CHANGE, {"b_instance": row.id, "b_reopened": reopened})
-        self.clocks = {r.key: SlaClock(**r._mapping) for r in found}
+        self.clocks = {r.key: row_object(SlaClock, r._mapping) for r in found}
         self._starts()
         self._stops()
         self._pauses()
@@ -170,10 +171,11 @@ class _Sync:
         target, why = self._target(spec, stage)
         seconds = None if target is None else target.total_seconds()
         if clock is None:
-            clock = SlaClock(instance_id=self.event.instance.id or 0, key=key, name=spec.name, title=title[:300],
-                             task_uuid=task.task_uuid if task else None, stage=stage, calendar=self.policy.calendar,
-                             warning_ratio=self.policy.warning, cycle=1, status=ledger.RUNNING,
-                             target_seconds=seconds, started_at=now, updated_at=now)
+            clock = row_object(SlaClock, dict(
+                id=None, instance_id=self.event.instance.id or 0, key=key, name=spec.name, title=title[:300],
+                task_uuid=task.task_uuid if task else None, stage=stage, calendar=self.policy.calendar,
+                warning_ratio=self.policy.warning, cycle=1, status=ledger.RUNNING, target_seconds=seconds,
+                started_at=now, stopped_at=None, deadline_at=None, warning_at=None, updated_at=now))
             self.clocks[key] = clock
         else:
             clock.cycle += 1
@@ -197,9 +199,9 @@ class _Sync:
         if clock.stopped_at != stopped:
             clock.stopped_at = stopped
         clock.updated_at = event.now
-        self.appended.append((clock, SlaClockEvent(
+        self.appended.append((clock, row_object(SlaClockEvent, dict(
             clock_id=clock.id or 0, instance_id=clock.instance_id, at=event.now, kind=kind, cycle=clock.cycle,
-            target_seconds=clock.target_seconds, actor=event.actor, reason=reason, detail=detail or {})))
+            target_seconds=clock.target_seconds, actor=event.actor, reason=reason, detail=detail or {}))))
         self.touched[clock.key] = clock
 
     def _target(self, spec: ClockSpec, stage: str | None) -> tuple[timedelta | None, dict[str, Any]]:
