@@ -24,6 +24,7 @@ from engine.errors import FunnelError, InvalidInput, NotFound
 from engine.models.auth import ApiToken
 from engine.models.people import User
 from engine.permissions import Principal, principal_of
+from engine.writes import row_object
 
 PREFIX = "fnl"
 _TOKEN = re.compile(rf"{PREFIX}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{32,64}})")
@@ -86,6 +87,13 @@ def issue(engine: Engine, login: str, *, actor: str, now: datetime, label: str |
         return IssuedToken(row.id, key, user.login, token, note, now)
 
 
+_TOKEN_T = ApiToken.__table__  # type: ignore[attr-defined]
+_USER = User.__table__  # type: ignore[attr-defined]
+# Built once: every API call verifies its token.
+_TOKEN_USER = (sa.select(_TOKEN_T.c.token_hash, _TOKEN_T.c.revoked_at, *_USER.c)
+               .join(_USER, _USER.c.id == _TOKEN_T.c.user_id).where(_TOKEN_T.c.key == sa.bindparam("b_key")))
+
+
 def verify(engine: Engine, token: str | None) -> Principal:
     """The user a bearer token belongs to, with their roles and teams; Unauthenticated otherwise."""
     how = "ask an administrator for one (funnel users token LOGIN) and send 'Authorization: Bearer <token>'"
@@ -95,12 +103,11 @@ def verify(engine: Engine, token: str | None) -> Principal:
     if match is None:
         raise Unauthenticated(f"the bearer token is malformed (expected {PREFIX}_<key>_<secret>): {how}")
     with Session(engine) as session:
-        found = session.exec(select(ApiToken, User).join(User, col(User.id) == col(ApiToken.user_id))
-                             .where(ApiToken.key == match.group(1))).first()
-        if found is None or not hmac.compare_digest(found[0].token_hash, digest(token)):
+        found = session.connection().execute(_TOKEN_USER, {"b_key": match.group(1)}).first()
+        if found is None or not hmac.compare_digest(found.token_hash, digest(token)):
             raise Unauthenticated(f"the bearer token is not valid: {how}")
-        row, user = found
-        if row.revoked_at is not None:
+        user = row_object(User, {c.name: found._mapping[c] for c in _USER.c})
+        if found.revoked_at is not None:
             raise Unauthenticated(f"the bearer token was revoked: {how}")
         if not user.active:
             raise Unauthenticated(f"user {user.login} is inactive and may not use the API")

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from engine.errors import Forbidden, InvalidInput, NotFound
 from engine.models import HumanTask, Instance
@@ -66,17 +67,32 @@ class Scope:
     workflows: frozenset[str] = field(default_factory=frozenset)  # every instance of these workflows (tickets)
 
 
+_TEAM = Team.__table__  # type: ignore[attr-defined]
+_MEMBER = TeamMember.__table__  # type: ignore[attr-defined]
+_USER = User.__table__  # type: ignore[attr-defined]
+_INSTANCE = Instance.__table__  # type: ignore[attr-defined]
+_TASK = HumanTask.__table__  # type: ignore[attr-defined]
+# Built once: every API call runs these (who is calling, what is the instance), so they must cost little.
+_MEMBER_OF = (sa.select(_TEAM.c.name).join(_MEMBER, _MEMBER.c.team_id == _TEAM.c.id)
+              .where(_MEMBER.c.user_id == sa.bindparam("b_user")))
+_MANAGED = sa.select(_TEAM.c.id, _TEAM.c.name).where(_TEAM.c.manager_id == sa.bindparam("b_user"))
+_MANAGED_PEOPLE = (sa.select(_USER.c.login).join(_MEMBER, _MEMBER.c.user_id == _USER.c.id)
+                   .where(_MEMBER.c.team_id.in_(sa.bindparam("b_teams", expanding=True))))
+_WORK = sa.select(_INSTANCE.c.workflow, _INSTANCE.c.assignee, _INSTANCE.c.created_by).where(
+    _INSTANCE.c.id == sa.bindparam("b_id"))
+_WORK_TASKS = (sa.select(_TASK.c.task_uuid, _TASK.c.assignee, _TASK.c.team)
+               .where(_TASK.c.instance_id == sa.bindparam("b_id"), _TASK.c.status == "ready").order_by(_TASK.c.id))
+
+
 def principal_of(session: Session, user: User) -> Principal:
     """Build the principal of a user row (roles, teams they belong to and manage, who is in those)."""
-    member = select(Team.name).join(TeamMember, col(TeamMember.team_id) == col(Team.id)).where(
-        TeamMember.user_id == user.id)
-    managed = list(session.exec(select(Team.id, Team.name).where(Team.manager_id == user.id)))
+    conn = session.connection()
+    managed = [(tid, name) for tid, name in conn.execute(_MANAGED, {"b_user": user.id})]
     people: set[str] = set()
     if managed:
-        stmt = (select(User.login).join(TeamMember, col(TeamMember.user_id) == col(User.id))
-                .where(col(TeamMember.team_id).in_([tid for tid, _ in managed])))
-        people = set(session.exec(stmt))
-    return Principal(login=user.login, roles=frozenset(user.roles), teams=frozenset(session.exec(member)),
+        people = set(conn.scalars(_MANAGED_PEOPLE, {"b_teams": [tid for tid, _ in managed]}))
+    return Principal(login=user.login, roles=frozenset(user.roles),
+                     teams=frozenset(conn.scalars(_MEMBER_OF, {"b_user": user.id})),
                      managed_teams=frozenset(name for _, name in managed), managed_members=frozenset(people))
 
 
@@ -93,12 +109,12 @@ def work_of(engine: Engine, instance_id: int) -> Work:
     """Load the facts the rules need about an instance; NotFound for an unknown id."""
     if isinstance(instance_id, bool) or not isinstance(instance_id, int):
         raise InvalidInput("instance id must be a whole number", "instance_id")
-    with Session(engine) as session:
-        row = session.get(Instance, instance_id)
+    with engine.connect() as conn:
+        row = conn.execute(_WORK, {"b_id": instance_id}).first()
         if row is None:
             raise NotFound(f"instance {instance_id} does not exist")
-        stmt = select(HumanTask).where(HumanTask.instance_id == instance_id, HumanTask.status == "ready")
-        tasks = tuple((t.task_uuid, t.assignee, t.team) for t in session.exec(stmt.order_by(col(HumanTask.id))))
+        found = conn.execute(_WORK_TASKS, {"b_id": instance_id})
+        tasks = tuple((uuid, assignee, team) for uuid, assignee, team in found)
         return Work(instance_id, row.workflow, row.assignee, row.created_by, tasks)
 
 
