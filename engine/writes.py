@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.orm import instrumentation, make_transient_to_detached
+from sqlalchemy.orm import configure_mappers, instrumentation, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
@@ -52,6 +52,7 @@ def row_object(cls: type[M], values: Mapping[Any, Any]) -> M:
     from the database or from engine code, so pydantic's `model_construct` plus SQLAlchemy's instance
     state (~7 us) gives the same object. Never use it for outside input: that goes through validation.
     """
+    configure_mappers()  # a fresh process may build objects before its first query configured them (~2 us)
     obj = cls.model_construct(**values)  # type: ignore[attr-defined]
     instrumentation.manager_of_class(cls)._new_state_if_none(obj)
     return obj
