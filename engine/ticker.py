@@ -1,11 +1,14 @@
 """The ticker: fires what is due - SLA escalation levels and SpiffWorkflow timers - exactly once, at `now`.
 
 The database is the source of truth; any number of worker processes may tick. Each pass:
-- claims due escalation rows (`sla_due`): on PostgreSQL `SELECT ... FOR UPDATE SKIP LOCKED` inside the
-  claiming UPDATE, on SQLite a lease (claimed_by / lease_until; an expired lease may be taken over);
-  each claimed row then fires in its own transaction that begins with the guarded
-  `UPDATE sla_due SET fired_at ... WHERE fired_at IS NULL AND claimed_by = me` and, in the same
-  transaction, writes the instance's audit entry and the e-mails (notifications.outbox);
+- claims due escalation rows (`sla_due`) with one `UPDATE ... RETURNING`: on PostgreSQL its row choice is a
+  `SELECT ... FOR UPDATE SKIP LOCKED`, on SQLite a lease (claimed_by / lease_until; an expired lease may be
+  taken over); the claimed batch then fires in one transaction (engine.ticker_batch) that begins with the
+  guarded `UPDATE sla_due SET fired_at ... WHERE id IN (batch) AND fired_at IS NULL AND claimed_by = me`
+  and, in the same transaction, writes the audit entries and the e-mails (notifications.outbox) of every
+  level it took, a few set-based statements in all. Should that transaction fail, the batch fires row by
+  row, each in its own transaction starting with the same guarded UPDATE, so one poisoned row never holds
+  up the others;
 - takes instances whose next_due_at has passed (PostgreSQL: a row lock with SKIP LOCKED; SQLite: the
   write lock, taken first) and fires their held timers with the given `now` (engine.spiff.fire_timers),
   writing the new state, tasks, audit entry and chase e-mails in one transaction.
@@ -25,7 +28,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from engine import sla_ledger as ledger
-from engine.calendar import format_business
 from engine.db import is_postgres
 from engine.instances import RUNNING, ChangeEvent, Funnel
 from engine.models import AuditEvent, HumanTask, Instance
@@ -35,10 +37,13 @@ from engine.sla import SlaListener, entries_of, keep_timers
 from engine.sla_mail import people_for, send_chase, send_escalation
 from engine.sla_policy import Calendars, Level
 from engine.spiff import Workflow, fire_timers
+from engine.ticker_batch import SLA_ACTOR, fire_batch, level_audit
 
-SLA_ACTOR = "system:sla"
+__all__ = ["LEASE", "SLA_ACTOR", "TIMER_ACTOR", "TickResult", "next_due", "tick"]
+
 TIMER_ACTOR = "system:timer"
 LEASE = timedelta(seconds=60)
+MAX_BATCH = 5000  # one claim's ids go into IN (...) lists: stay well inside SQLite's 32766 variables
 log = logging.getLogger(__name__)
 
 
@@ -80,18 +85,19 @@ def tick(funnel: Funnel, *, now: datetime, batch: int = 500, worker_id: str,
     """Fire everything due at `now`, each exactly once across all workers; loops until nothing is due.
 
     `worker_id` names this worker's claims (leases); `base_url` starts the links in e-mails
-    (default: FUNNEL_BASE_URL); `batch` bounds one claim, not the tick.
+    (default: FUNNEL_BASE_URL); `batch` bounds one claim (and one firing transaction), not the tick.
     """
     if now.tzinfo is None:
         raise ValueError("tick needs an aware `now`")
     listener = next((x for x in funnel.listeners if isinstance(x, SlaListener)), None)
     calendars = listener.calendars if listener is not None else Calendars()
-    run = _Tick(funnel, now, worker_id, max(1, batch), base_url or get_settings().base_url, calendars)
+    run = _Tick(funnel, now, worker_id, max(1, min(batch, MAX_BATCH)), base_url or get_settings().base_url,
+                calendars)
     while True:
         run.result.passes += 1
         claimed = _claim(run)
-        for due_id in claimed:
-            _guard(run, f"sla_due {due_id}", lambda d=due_id: _fire_due(run, d), broken=(run.broken_dues, due_id))
+        if claimed:
+            _fire_claimed(run, claimed)
         instances = _due_instances(run)
         for instance_id in instances:
             run.done_instances.add(instance_id)
@@ -101,15 +107,26 @@ def tick(funnel: Funnel, *, now: datetime, batch: int = 500, worker_id: str,
 
 
 def next_due(engine: Engine) -> datetime | None:
-    """When something next falls due (a pending escalation or a waiting timer), so a loop can sleep until then."""
+    """When something next falls due (a pending escalation or a waiting timer), so a loop can sleep until then.
+
+    A pending level can be taken at max(due_at, lease_until). Called before every tick with up to a million
+    pending rows, so three index reads, none a scan of the pending rows: the first free pending row by due
+    time (partial index ix_sla_due_pending), the earliest lease among the leased rows due before it (only
+    claimed rows lie there), and the first waiting timer of a running instance (ix_instance_timer_due).
+    """
+    due_at, lease = col(SlaDue.due_at), col(SlaDue.lease_until)
+    pending = col(SlaDue.fired_at).is_(None)
     with Session(engine) as session:
-        due_at = col(SlaDue.due_at)
-        lease = sa.func.coalesce(col(SlaDue.lease_until), due_at)
-        first_due = session.exec(select(sa.func.min(sa.case((lease > due_at, lease), else_=due_at)))
-                                 .where(col(SlaDue.fired_at).is_(None))).one()
-        first_timer = session.exec(select(sa.func.min(col(Instance.next_due_at)))
-                                   .where(Instance.status == RUNNING)).one()
-    found = [_aware(t) for t in (first_due, first_timer) if t is not None]
+        free = sa.or_(lease.is_(None), lease <= due_at)
+        first_free = session.exec(select(due_at).where(pending, free).order_by(due_at).limit(1)).first()
+        leased = select(sa.func.min(lease)).where(pending, lease > due_at)
+        if first_free is not None:
+            leased = leased.where(due_at < first_free)
+        first_leased = session.exec(leased).one()
+        next_at = col(Instance.next_due_at)
+        first_timer = session.exec(select(next_at).where(next_at.isnot(None), Instance.status == RUNNING)
+                                   .order_by(next_at).limit(1)).first()
+    found = [_aware(t) for t in (first_free, first_leased, first_timer) if t is not None]
     return min(found) if found else None
 
 
@@ -134,27 +151,50 @@ def _guard(run: _Tick, what: str, action: Any, broken: tuple[set[int], int] | No
 
 
 def _claim(run: _Tick) -> list[int]:
-    """Take up to `batch` due, unclaimed (or lease-expired) rows for this worker; their ids."""
-    lease_until = run.now + LEASE
-    free = sa.or_(col(SlaDue.claimed_by).is_(None), col(SlaDue.lease_until) < run.now)
-    pick = (select(SlaDue.id).where(col(SlaDue.fired_at).is_(None), col(SlaDue.due_at) <= run.now, free,
-                                    col(SlaDue.id).not_in(run.broken_dues or [-1]))
-            .order_by(col(SlaDue.due_at), col(SlaDue.id)).limit(run.batch))
+    """Take up to `batch` due, unclaimed (or lease-expired) rows for this worker: one UPDATE .. RETURNING; their
+    ids in firing order (due time, then id). Only rows this statement took come back, never an earlier claim."""
+    table = SlaDue.__table__  # type: ignore[attr-defined]
+    free = sa.or_(table.c.claimed_by.is_(None), table.c.lease_until < run.now)
+    pick = (sa.select(table.c.id).where(table.c.fired_at.is_(None), table.c.due_at <= run.now, free,
+                                        table.c.id.not_in(run.broken_dues or [-1]))
+            .order_by(table.c.due_at, table.c.id).limit(run.batch))
+    if is_postgres(run.engine):
+        pick = pick.with_for_update(skip_locked=True)
+    stmt = (sa.update(table).where(table.c.id.in_(pick.scalar_subquery()))
+            .values(claimed_by=run.worker, lease_until=run.now + LEASE).returning(table.c.id, table.c.due_at))
     with Session(run.engine) as session:
-        if is_postgres(run.engine):
-            pick = pick.with_for_update(skip_locked=True)
-        stmt = sa.update(SlaDue).where(col(SlaDue.id).in_(pick.scalar_subquery()))
-        session.execute(stmt.values(claimed_by=run.worker, lease_until=lease_until)
-                        .execution_options(synchronize_session=False))
-        mine = select(SlaDue.id).where(SlaDue.claimed_by == run.worker, SlaDue.lease_until == lease_until,
-                                       col(SlaDue.fired_at).is_(None))
-        claimed = [i for i in session.exec(mine.order_by(col(SlaDue.due_at), col(SlaDue.id))) if i is not None]
+        rows = session.execute(stmt).all()
         session.commit()
-    return claimed
+    return [row.id for row in sorted(rows, key=lambda row: (row.due_at, row.id))]
+
+
+def _fire_claimed(run: _Tick, claimed: list[int]) -> None:
+    """Fire a claimed batch in one transaction; if that fails, row by row (each in its own, guarded)."""
+    try:
+        outcome = fire_batch(run.funnel, claimed, now=run.now, worker=run.worker, calendars=run.calendars,
+                             base_url=run.base_url)
+    except Exception:
+        log.exception("tick: a batch of %d levels failed; firing them one by one", len(claimed))
+        _fire_one_by_one(run, claimed)
+        return
+    for kind, count in outcome.fired.items():
+        run.result.fired[kind] = run.result.fired.get(kind, 0) + count
+    run.result.emails += outcome.emails
+    run.result.skipped += outcome.skipped
+    for due_id, why in outcome.failed.items():
+        run.result.failed.append(f"sla_due {due_id}: {why}")
+        run.broken_dues.add(due_id)
+    _fire_one_by_one(run, outcome.untaken)
+
+
+def _fire_one_by_one(run: _Tick, due_ids: list[int]) -> None:
+    for due_id in due_ids:
+        _guard(run, f"sla_due {due_id}", lambda d=due_id: _fire_due(run, d), broken=(run.broken_dues, due_id))
 
 
 def _fire_due(run: _Tick, due_id: int) -> None:
-    """Fire one claimed level: the guarded UPDATE first, then the audit entry and e-mails, one commit."""
+    """Fire one claimed level (the fallback path): the guarded UPDATE first, then the audit entry and e-mails,
+    one commit. engine.ticker_batch decides exactly the same way for a whole batch."""
     with Session(run.engine) as session:
         taken = session.execute(
             sa.update(SlaDue).where(col(SlaDue.id) == due_id, col(SlaDue.fired_at).is_(None),
@@ -198,20 +238,10 @@ def _record_level(run: _Tick, session: Session, *, instance: Instance, clock: Sl
     run.result.emails += send_escalation(session, instance=instance, clock=clock, level=level, figures=figures,
                                          deadline=deadline, recipients=recipients, now=run.now, title=title,
                                          base_url=run.base_url)
-    remaining = figures.remaining or timedelta(0)
-    late = remaining < timedelta(0)
-    state = f"overdue by {format_business(-remaining)}" if late else f"{format_business(remaining)} left"
-    session.add(AuditEvent(
-        instance_id=instance.id or 0, at=run.now, actor=SLA_ACTOR, kind=level.audit_kind, from_stage=instance.stage,
-        to_stage=instance.stage, row_version=instance.row_version,
-        reason=f"{clock.title}: {level.name} ({state}; deadline {deadline.isoformat()})",
-        changes={"sla": {"clock": clock.name, "title": clock.title, "clock_id": clock.id, "cycle": figures.cycle,
-                         "level": level.name, "severity": level.severity, "deadline": deadline.isoformat(),
-                         "target_hours": figures.target.total_seconds() / 3600 if figures.target else None,
-                         "consumed_seconds": figures.consumed.total_seconds(),
-                         "remaining_seconds": remaining.total_seconds(),
-                         "notified": [r.login for r in recipients], "unreachable": unreachable}},
-    ))
+    session.add(AuditEvent(**level_audit(
+        instance_id=instance.id or 0, stage=instance.stage, row_version=instance.row_version, clock_id=clock.id,
+        clock_name=clock.name, clock_title=clock.title, level=level, figures=figures, deadline=deadline,
+        recipients=recipients, unreachable=unreachable, now=run.now)))
 
 
 def _reschedule(run: _Tick, due_id: int, when: datetime | None) -> None:

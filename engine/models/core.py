@@ -47,6 +47,10 @@ class Instance(SQLModel, table=True):
     """One running or finished workflow instance."""
 
     __tablename__ = "instance"
+    __table_args__ = (  # the ticker's timer scan: running instances by next_due_at (engine.ticker)
+        sa.Index("ix_instance_timer_due", "status", "next_due_at", postgresql_where=sa.text("next_due_at IS NOT NULL"),
+                 sqlite_where=sa.text("next_due_at IS NOT NULL")),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     workflow: str = Field(index=True, max_length=200)

@@ -1,0 +1,234 @@
+"""Fire a claimed batch of escalation levels in one transaction, with a handful of set-based statements.
+
+The ticker (engine.ticker) claims up to `batch` due `sla_due` rows; this module fires them together:
+1. the guarded `UPDATE sla_due SET fired_at = now WHERE id IN (batch) AND fired_at IS NULL AND claimed_by = me
+   RETURNING ...` says which rows this transaction really took (on PostgreSQL through `FOR UPDATE SKIP LOCKED`,
+   so the batch never waits, holding the others, on a row a concurrent change of that clock is rewriting:
+   such rows, and only they, are handed back for the one-by-one path, which may wait safely);
+2. the clocks, instances, ledgers, tasks, customers and people of the whole batch are read in one query each;
+3. each row is decided in Python exactly as the one-by-one path decides it (engine.sla_ledger is pure): fire it
+   (audit entry and e-mails), move it to its real due time, or drop it (clock stopped, instance ended);
+4. the audit entries and the outbox rows are inserted with one statement each (the outbox keeps its
+   `ON CONFLICT (dedupe_key) DO NOTHING`), rows not due after all are moved or dropped in bulk, one commit.
+A row whose decision raises (a missing calendar, an unusable address) is put back (fired_at NULL, still claimed)
+and reported, the others fire; if the transaction itself fails the caller fires the batch row by row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Row
+from sqlmodel import Session
+
+from engine import sla_ledger as ledger
+from engine.calendar import format_business
+from engine.definitions import LoadedDefinition
+from engine.instances import RUNNING, Funnel
+from engine.models import AuditEvent, HumanTask, Instance
+from engine.models.customers import Customer
+from engine.models.sla import SlaClock, SlaDue
+from engine.sla import entries_of
+from engine.sla_mail import Directory, enqueue_many, escalation_mails, item_of
+from engine.sla_policy import Calendars, Level
+from notifications.render import Recipient
+
+SLA_ACTOR = "system:sla"
+log = logging.getLogger("engine.ticker")  # one logger for everything the ticker does
+
+_DUE = SlaDue.__table__  # type: ignore[attr-defined]
+_CLOCK = SlaClock.__table__  # type: ignore[attr-defined]
+_INSTANCE = Instance.__table__  # type: ignore[attr-defined]
+_TASK = HumanTask.__table__  # type: ignore[attr-defined]
+_AUDIT = AuditEvent.__table__  # type: ignore[attr-defined]
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did, applied to the tick's result only once its transaction committed."""
+
+    fired: dict[str, int] = field(default_factory=dict)  # audit kind -> levels fired
+    emails: int = 0
+    skipped: int = 0  # moved to their real due time or dropped
+    failed: dict[int, str] = field(default_factory=dict)  # due id -> why it could not fire (put back)
+    untaken: list[int] = field(default_factory=list)  # claimed rows another transaction holds (PostgreSQL)
+
+
+def level_audit(*, instance_id: int, stage: str | None, row_version: int, clock_id: int | None, clock_name: str,
+                clock_title: str, level: Level, figures: ledger.Figures, deadline: datetime,
+                recipients: Sequence[Recipient], unreachable: Sequence[str], now: datetime) -> dict[str, Any]:
+    """The audit entry of one fired level (AuditEvent's columns): the same from the batch and the one-by-one path."""
+    remaining = figures.remaining or timedelta(0)
+    late = remaining < timedelta(0)
+    state = f"overdue by {format_business(-remaining)}" if late else f"{format_business(remaining)} left"
+    return dict(
+        instance_id=instance_id, at=now, actor=SLA_ACTOR, kind=level.audit_kind, from_stage=stage, to_stage=stage,
+        row_version=row_version, reason=f"{clock_title}: {level.name} ({state}; deadline {deadline.isoformat()})",
+        changes={"sla": {"clock": clock_name, "title": clock_title, "clock_id": clock_id, "cycle": figures.cycle,
+                         "level": level.name, "severity": level.severity, "deadline": deadline.isoformat(),
+                         "target_hours": figures.target.total_seconds() / 3600 if figures.target else None,
+                         "consumed_seconds": figures.consumed.total_seconds(),
+                         "remaining_seconds": remaining.total_seconds(),
+                         "notified": [r.login for r in recipients], "unreachable": list(unreachable)}},
+    )
+
+
+def fire_batch(funnel: Funnel, due_ids: Sequence[int], *, now: datetime, worker: str, calendars: Calendars,
+               base_url: str) -> BatchOutcome:
+    """Fire the claimed rows `due_ids` (in firing order) in one transaction; raises if that transaction fails."""
+    with Session(funnel.engine) as session:
+        batch = _Batch(funnel, session, now=now, calendars=calendars, base_url=base_url)
+        taken = batch.take(due_ids, worker)
+        if taken:
+            batch.load(taken)
+            for due in taken:
+                batch.decide(due)
+            batch.write()
+        session.commit()
+    return batch.outcome
+
+
+class _Batch:
+    """One transaction's worth of levels: what was read for them and what they will write."""
+
+    def __init__(self, funnel: Funnel, session: Session, *, now: datetime, calendars: Calendars,
+                 base_url: str) -> None:
+        self.funnel, self.session, self.now = funnel, session, now
+        self.calendars, self.base_url = calendars, base_url
+        self.outcome = BatchOutcome()
+        self.people = Directory(session)
+        self.clocks: dict[int, Row[Any]] = {}
+        self.instances: dict[int, Row[Any]] = {}
+        self.entries: dict[int, list[ledger.Entry]] = {}
+        self.tasks: dict[tuple[int, str], Row[Any]] = {}
+        self.customers: dict[int, str] = {}
+        self.definitions: dict[int, LoadedDefinition] = {}
+        self.audit: list[dict[str, Any]] = []
+        self.mails: list[dict[str, Any]] = []
+        self.moved: list[dict[str, Any]] = []
+        self.dropped: list[int] = []
+        self.put_back: list[int] = []
+
+    def take(self, due_ids: Sequence[int], worker: str) -> list[Row[Any]]:
+        """The guarded UPDATE: the rows still pending and claimed by `worker`, now marked fired, in claim order."""
+        mine = sa.and_(_DUE.c.id.in_(due_ids), _DUE.c.fired_at.is_(None), _DUE.c.claimed_by == worker)
+        if self.session.get_bind().dialect.name == "postgresql":
+            mine = _DUE.c.id.in_(sa.select(_DUE.c.id).where(mine).with_for_update(skip_locked=True).scalar_subquery())
+        stmt = (sa.update(_DUE).where(mine).values(fired_at=self.now)
+                .returning(_DUE.c.id, _DUE.c.clock_id, _DUE.c.instance_id, _DUE.c.cycle, _DUE.c.level))
+        rows = {row.id: row for row in self.session.execute(stmt)}
+        if self.session.get_bind().dialect.name == "postgresql" and len(rows) < len(due_ids):
+            self.outcome.untaken = self._untaken([i for i in due_ids if i not in rows], worker)
+        return [rows[i] for i in due_ids if i in rows]
+
+    def _untaken(self, ids: list[int], worker: str) -> list[int]:
+        """Claimed rows the SKIP LOCKED left out that may still be pending (a concurrent change holds them)."""
+        stmt = sa.select(_DUE.c.id).where(_DUE.c.id.in_(ids), _DUE.c.fired_at.is_(None), _DUE.c.claimed_by == worker)
+        pending = set(self.session.execute(stmt).scalars())
+        return [i for i in ids if i in pending]
+
+    def load(self, taken: Sequence[Row[Any]]) -> None:
+        """Everything the decisions read, one query per table for the whole batch."""
+        clock_ids = sorted({d.clock_id for d in taken})
+        instance_ids = sorted({d.instance_id for d in taken})
+        c = _CLOCK.c
+        stmt = sa.select(c.id, c.name, c.title, c.task_uuid, c.calendar, c.warning_ratio).where(c.id.in_(clock_ids))
+        self.clocks = {row.id: row for row in self.session.execute(stmt)}
+        i = _INSTANCE.c
+        stmt = sa.select(i.id, i.workflow, i.definition_version_id, i.stage, i.status, i.assignee, i.customer_id,
+                         i.customer_tier, i.data, i.row_version).where(i.id.in_(instance_ids))
+        self.instances = {row.id: row for row in self.session.execute(stmt)}
+        self.entries = entries_of(self.session, clock_ids)
+        uuids = sorted({row.task_uuid for row in self.clocks.values() if row.task_uuid})
+        if uuids:
+            t = _TASK.c
+            stmt = (sa.select(t.instance_id, t.task_uuid, t.status, t.assignee, t.team)
+                    .where(t.task_uuid.in_(uuids), t.instance_id.in_(instance_ids)).order_by(t.id))
+            for row in self.session.execute(stmt):
+                self.tasks.setdefault((row.instance_id, row.task_uuid), row)
+        unnamed = sorted({row.customer_id for row in self.instances.values()
+                          if row.customer_id and not row.data.get("customer_name")})
+        if unnamed:
+            table = Customer.__table__  # type: ignore[attr-defined]
+            stmt = sa.select(table.c.id, table.c.name).where(table.c.id.in_(unnamed))
+            self.customers = {row.id: row.name for row in self.session.execute(stmt)}
+        holders = [row.assignee for row in self.instances.values()]
+        holders += [row.assignee for row in self.tasks.values()]
+        self.people.prefetch(holders, [row.team for row in self.tasks.values()])
+
+    def decide(self, due: Row[Any]) -> None:
+        """Fire, move or drop one taken row; a row whose decision raises is put back and reported."""
+        try:
+            self._decide(due)
+        except sa.exc.SQLAlchemyError:
+            raise  # the transaction is in doubt: the caller fires the batch row by row
+        except Exception as err:
+            log.exception("tick: sla_due %s failed", due.id)
+            self.outcome.failed[due.id] = f"{type(err).__name__}: {err}"
+            self.put_back.append(due.id)
+
+    def _decide(self, due: Row[Any]) -> None:
+        clock, instance = self.clocks[due.clock_id], self.instances[due.instance_id]
+        definition = self._definition(instance.definition_version_id)
+        policy = definition.meta.sla
+        level = next((lv for lv in policy.levels if lv.name == due.level), None) if policy else None
+        calendar = self.calendars.get(clock.calendar)
+        entries = self.entries[clock.id]
+        figures = ledger.derive(calendar, entries, now=self.now, warning=clock.warning_ratio, cycle=due.cycle)
+        when = None
+        if level is not None and figures.target is not None and figures.status != ledger.STOPPED:
+            when = ledger.reached(calendar, ledger.spans(entries, due.cycle),
+                                  level.threshold(figures.target, clock.warning_ratio))
+        if level is None or instance.status != RUNNING or when is None or when > self.now:
+            if level is not None and instance.status == RUNNING and when is not None:
+                self.moved.append({"b_id": due.id, "b_due_at": when})
+            else:
+                self.dropped.append(due.id)
+            return
+        deadline = figures.deadline or calendar.add(self.now, max(figures.remaining or timedelta(0), timedelta(0)))
+        task = self.tasks.get((instance.id, clock.task_uuid)) if clock.task_uuid else None
+        holder = task.assignee if task is not None and task.status == "ready" else instance.assignee
+        recipients, unreachable = self.people.resolve(level.notify, holder=holder,
+                                                      team=task.team if task is not None else None)
+        mails: list[dict[str, Any]] = []
+        if recipients:
+            customer = (str(instance.data["customer_name"]) if instance.data.get("customer_name")
+                        else self.customers.get(instance.customer_id) if instance.customer_id else None)
+            about = item_of(instance.data, instance_id=instance.id, workflow=instance.workflow, stage=instance.stage,
+                            customer=customer, title=definition.meta.title, base_url=self.base_url)
+            mails = escalation_mails(clock_id=clock.id, clock_title=clock.title, level=level, figures=figures,
+                                     deadline=deadline, recipients=recipients, item=about,
+                                     customer={"name": customer, "tier": instance.customer_tier},
+                                     instance_id=instance.id, now=self.now)
+        self.audit.append(level_audit(
+            instance_id=instance.id, stage=instance.stage, row_version=instance.row_version, clock_id=clock.id,
+            clock_name=clock.name, clock_title=clock.title, level=level, figures=figures, deadline=deadline,
+            recipients=recipients, unreachable=unreachable, now=self.now))
+        self.mails += mails
+        self.outcome.fired[level.audit_kind] = self.outcome.fired.get(level.audit_kind, 0) + 1
+
+    def _definition(self, version_id: int) -> LoadedDefinition:
+        found = self.definitions.get(version_id)
+        if found is None:
+            found = self.definitions[version_id] = self.funnel.definitions.get(version_id)
+        return found
+
+    def write(self) -> None:
+        """Put back, move and drop what did not fire; insert the audit entries and the e-mails."""
+        pending = dict(fired_at=None, claimed_by=None, lease_until=None)
+        if self.put_back:  # still claimed by this worker: retried once the lease runs out, like a failed row
+            self.session.execute(sa.update(_DUE).where(_DUE.c.id.in_(self.put_back)).values(fired_at=None))
+        if self.moved:
+            stmt = sa.update(_DUE).where(_DUE.c.id == sa.bindparam("b_id"))
+            self.session.execute(stmt.values(due_at=sa.bindparam("b_due_at"), **pending), self.moved)
+        if self.dropped:
+            self.session.execute(sa.delete(_DUE).where(_DUE.c.id.in_(self.dropped)))
+        self.outcome.skipped = len(self.moved) + len(self.dropped)
+        if self.audit:
+            self.session.execute(sa.insert(_AUDIT), self.audit)
+        self.outcome.emails = enqueue_many(self.session, self.mails)
