@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -24,6 +23,7 @@ from engine import holds, sandbox, writes
 from engine.clock import utcnow
 from engine.customers import for_instance
 from engine.data import merge_for_criteria, validate_data
+from engine.db import WriteTurn
 from engine.definitions import DefinitionStore, LoadedDefinition
 from engine.errors import Conflict, ExpressionError, InvalidInput, NotFound, TransitionRefused, WorkflowFailed
 from engine.models import AuditEvent, HumanTask, Instance
@@ -114,9 +114,7 @@ class Funnel:
         self.clock = clock
         self.listeners = list(listeners)
         self.workflows = WorkflowCache(workflow_cache_size)
-        # SQLite has one writer at a time and its busy handler sleeps with back-off, unfairly: with several
-        # threads writing, some wait seconds. Queueing this process's writers here keeps the tail short.
-        self.write_turn: AbstractContextManager[Any] = Lock() if engine.dialect.name == "sqlite" else nullcontext()
+        self.write_turn = WriteTurn(engine)  # SQLite: writers queue instead of sleeping in the busy handler
 
     # ------------------------------------------------------------ reads
 

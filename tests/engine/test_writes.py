@@ -1,10 +1,13 @@
-"""engine.writes.row_object: unvalidated table-model objects must behave exactly like constructed ones."""
+"""engine.writes.row_object builds objects that behave like constructed ones; engine.db.WriteTurn queues writers."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+from engine.db import WriteTurn, make_engine
 from engine.models import HumanTask
 from engine.writes import row_object
 
@@ -30,3 +33,23 @@ def test_given_values_when_built_then_it_is_a_transient_object_whose_changes_are
     assert state.transient
     task.assignee = "dana"
     assert state.attrs.assignee.history.added == ["dana"]
+
+
+def test_given_another_process_holds_the_sqlite_write_turn_when_we_take_it_then_we_wait_for_its_release(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'turn.sqlite3'}"
+    # given a second process that takes the write turn, says so, and holds it for 0.6 s
+    code = ("import sys, time\nfrom engine.db import WriteTurn, make_engine\n"
+            f"turn = WriteTurn(make_engine({url!r}))\n"
+            "with turn:\n    print('held', flush=True)\n    time.sleep(0.6)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        # when this process takes the turn
+        start = time.monotonic()
+        with WriteTurn(make_engine(url)):
+            waited = time.monotonic() - start
+        # then it waited for the other writer's release (and was woken then, not polling with back-off)
+        assert 0.3 < waited < 5
+    finally:
+        holder.wait(timeout=30)
