@@ -104,6 +104,9 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
+        # templates ship with the code: checking their files' mtimes on every render cost ~20% of a render,
+        # and a burst of escalations renders tens of thousands (edit a template: restart the service)
+        auto_reload=False,
     )
     env.filters["local_time"] = local_time
     env.filters["duration"] = duration
