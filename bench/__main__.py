@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import engine_advance, http_advance
+from bench import engine_advance, http_advance, size, timers
 from bench.common import format_table
 
 
@@ -21,6 +21,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows.extend(engine_advance.run(Path(tmp), quick=args.quick))
         rows.extend(http_advance.run(Path(tmp), quick=args.quick))
+        rows.extend(timers.run(Path(tmp), quick=args.quick))
+        rows.extend(size.run(Path(tmp), quick=args.quick))
     print(format_table(rows))
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"

@@ -65,9 +65,11 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
     """A fresh database URL: a SQLite file in `workdir` or a private PostgreSQL schema."""
     if kind == "sqlite":
         path = workdir / f"bench-{uuid.uuid4().hex[:8]}.sqlite3"
-        yield f"sqlite:///{path}"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            for suffix in ("", "-wal", "-shm", ".writelock"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(PG_URL)
