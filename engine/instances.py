@@ -169,11 +169,11 @@ class Funnel:
             assignee=assignee or actor, customer_id=customer_id, customer_tier=customer_tier,
             state=wf.state(), created_by=actor, created_at=now, updated_at=now,
         )
-        self._apply_columns(row, definition, wf)
+        self.apply_columns(row, definition, wf)
         session.add(row)
         session.flush()
         assert row.id is not None
-        opened, closed = self._sync_tasks(session, row, definition, wf, now=now, actor=actor, completed=None)
+        opened, closed = self.sync_tasks(session, row, definition, wf, now=now, actor=actor, completed=None)
         session.add(AuditEvent(
             instance_id=row.id, at=now, actor=actor, kind="created", from_stage=None, to_stage=row.stage,
             changes=_diff({}, row.data), row_version=row.row_version,
@@ -311,7 +311,7 @@ class Funnel:
         except SpiffError as err:
             raise WorkflowFailed(str(err)) from err
 
-    def _apply_columns(self, row: Instance, definition: LoadedDefinition, wf: Workflow) -> None:
+    def apply_columns(self, row: Instance, definition: LoadedDefinition, wf: Workflow) -> None:
         """Derive the denormalised columns (stage, status, amount, probability) from the workflow."""
         meta = definition.meta
         data = wf.data()
@@ -333,7 +333,7 @@ class Funnel:
     def _write(self, row: Instance, definition: LoadedDefinition, change: _Change) -> InstanceView:
         assert row.id is not None
         expected = row.row_version
-        self._apply_columns(row, definition, change.workflow)
+        self.apply_columns(row, definition, change.workflow)
         row.status = change.status or row.status
         ended_wait = holds.end_wait(row, change.kind)
         arm_timers(change.workflow, change.now)  # new Spiff timers run on our clock, fired by engine.ticker only
@@ -349,7 +349,7 @@ class Funnel:
                     current_version=version,
                 )
             row.row_version, row.updated_at = expected + 1, change.now
-            opened, closed = self._sync_tasks(session, row, definition, change.workflow, now=change.now,
+            opened, closed = self.sync_tasks(session, row, definition, change.workflow, now=change.now,
                                               actor=change.actor, completed=change.completed_task)
             if ended_wait:
                 ended = holds.wait_ended_event(row, kind=change.kind, now=change.now, actor=change.actor,
@@ -368,7 +368,7 @@ class Funnel:
         return view
 
     @staticmethod
-    def _sync_tasks(session: Session, row: Instance, definition: LoadedDefinition, wf: Workflow, *,
+    def sync_tasks(session: Session, row: Instance, definition: LoadedDefinition, wf: Workflow, *,
                     now: datetime, actor: str, completed: str | None) -> tuple[list[HumanTask], list[HumanTask]]:
         """Mirror the ready user tasks into human_task rows; return the (opened, closed) rows."""
         assert row.id is not None

@@ -287,11 +287,11 @@ def _fire_instance(run: _Tick, instance_id: int) -> None:
         before, from_stage = workflow.data(), row.stage
         fired = fire_timers(workflow, run.now)
         if fired:
-            run.funnel._apply_columns(row, definition, workflow)
+            run.funnel.apply_columns(row, definition, workflow)
             row.state, row.row_version, row.updated_at = workflow.state(), row.row_version + 1, run.now
             session.add(row)
             session.flush()
-            opened, closed = Funnel._sync_tasks(session, row, definition, workflow, now=run.now, actor=TIMER_ACTOR,
+            opened, closed = Funnel.sync_tasks(session, row, definition, workflow, now=run.now, actor=TIMER_ACTOR,
                                                 completed=None)
             for timer in fired:
                 _record_timer(run, session, row, timer, title=definition.meta.title)
