@@ -37,7 +37,7 @@ from engine.sla import SlaListener, entries_of, keep_timers
 from engine.sla_mail import people_for, send_chase, send_escalation
 from engine.sla_policy import Calendars, Level
 from engine.spiff import Workflow, fire_timers
-from engine.ticker_batch import SLA_ACTOR, fire_batch, level_audit
+from engine.ticker_batch import SLA_ACTOR, fire_batch, judge, level_audit
 
 __all__ = ["LEASE", "SLA_ACTOR", "TIMER_ACTOR", "TickResult", "next_due", "tick"]
 
@@ -208,20 +208,14 @@ def _fire_due(run: _Tick, due_id: int) -> None:
         instance = session.get(Instance, due.instance_id)
         assert clock is not None and instance is not None
         definition = run.funnel.definitions.get(instance.definition_version_id)
-        policy = definition.meta.sla
-        level = next((lv for lv in policy.levels if lv.name == due.level), None) if policy else None
-        calendar = run.calendars.get(clock.calendar)
-        entries = entries_of(session, [clock.id or 0])[clock.id or 0]
-        figures = ledger.derive(calendar, entries, now=run.now, warning=clock.warning_ratio, cycle=due.cycle)
-        when = None
-        if level is not None and figures.target is not None and figures.status != ledger.STOPPED:
-            when = ledger.reached(calendar, ledger.spans(entries, due.cycle),
-                                  level.threshold(figures.target, clock.warning_ratio))
-        if level is None or instance.status != RUNNING or when is None or when > run.now:
+        verdict = judge(definition, due, status=instance.status, calendar=run.calendars.get(clock.calendar),
+                        entries=entries_of(session, [clock.id or 0])[clock.id or 0], warning=clock.warning_ratio,
+                        now=run.now)
+        if verdict.level is None:
             session.rollback()
-            _reschedule(run, due_id, when if level is not None and instance.status == RUNNING else None)
+            _reschedule(run, due_id, verdict.move_to)
             return
-        deadline = figures.deadline or calendar.add(run.now, max(figures.remaining or timedelta(0), timedelta(0)))
+        level, figures, deadline = verdict.level, verdict.figures, verdict.deadline
         _record_level(run, session, instance=instance, clock=clock, level=level, figures=figures, deadline=deadline,
                       title=definition.meta.title)
         session.commit()

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Row
 from sqlmodel import Session
 
 from engine import sla_ledger as ledger
-from engine.calendar import format_business
+from engine.calendar import BusinessCalendar, format_business
 from engine.definitions import LoadedDefinition
 from engine.instances import RUNNING, Funnel
 from engine.models import AuditEvent, HumanTask, Instance
@@ -57,6 +57,32 @@ class BatchOutcome:
     skipped: int = 0  # moved to their real due time or dropped
     failed: dict[int, str] = field(default_factory=dict)  # due id -> why it could not fire (put back)
     untaken: list[int] = field(default_factory=list)  # claimed rows another transaction holds (PostgreSQL)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a claimed level fires now (`level` set), moves to its real time (`move_to`) or goes (neither)."""
+
+    level: Level | None
+    figures: ledger.Figures
+    deadline: datetime
+    move_to: datetime | None = None
+
+
+def judge(definition: LoadedDefinition, due: Any, *, status: str, calendar: BusinessCalendar,
+          entries: Sequence[ledger.Entry], warning: float, now: datetime) -> Verdict:
+    """Re-check a claimed level against its clock's ledger: the one rule both firing paths apply."""
+    policy = definition.meta.sla
+    level = next((lv for lv in policy.levels if lv.name == due.level), None) if policy else None
+    figures = ledger.derive(calendar, entries, now=now, warning=warning, cycle=due.cycle)
+    when = None
+    if level is not None and figures.target is not None and figures.status != ledger.STOPPED:
+        when = ledger.reached(calendar, ledger.spans(entries, due.cycle), level.threshold(figures.target, warning))
+    deadline = figures.deadline or calendar.add(now, max(figures.remaining or timedelta(0), timedelta(0)))
+    if level is None or status != RUNNING or when is None or when > now:
+        keep = level is not None and status == RUNNING and when is not None
+        return Verdict(None, figures, deadline, move_to=when if keep else None)
+    return Verdict(level, figures, deadline)
 
 
 def level_audit(*, instance_id: int, stage: str | None, row_version: int, clock_id: int | None, clock_name: str,
@@ -175,22 +201,16 @@ class _Batch:
     def _decide(self, due: Row[Any]) -> None:
         clock, instance = self.clocks[due.clock_id], self.instances[due.instance_id]
         definition = self._definition(instance.definition_version_id)
-        policy = definition.meta.sla
-        level = next((lv for lv in policy.levels if lv.name == due.level), None) if policy else None
         calendar = self.calendars.get(clock.calendar)
-        entries = self.entries[clock.id]
-        figures = ledger.derive(calendar, entries, now=self.now, warning=clock.warning_ratio, cycle=due.cycle)
-        when = None
-        if level is not None and figures.target is not None and figures.status != ledger.STOPPED:
-            when = ledger.reached(calendar, ledger.spans(entries, due.cycle),
-                                  level.threshold(figures.target, clock.warning_ratio))
-        if level is None or instance.status != RUNNING or when is None or when > self.now:
-            if level is not None and instance.status == RUNNING and when is not None:
-                self.moved.append({"b_id": due.id, "b_due_at": when})
+        verdict = judge(definition, due, status=instance.status, calendar=calendar, entries=self.entries[clock.id],
+                        warning=clock.warning_ratio, now=self.now)
+        if verdict.level is None:
+            if verdict.move_to is not None:
+                self.moved.append({"b_id": due.id, "b_due_at": verdict.move_to})
             else:
                 self.dropped.append(due.id)
             return
-        deadline = figures.deadline or calendar.add(self.now, max(figures.remaining or timedelta(0), timedelta(0)))
+        level, figures, deadline = verdict.level, verdict.figures, verdict.deadline
         task = self.tasks.get((instance.id, clock.task_uuid)) if clock.task_uuid else None
         holder = task.assignee if task is not None and task.status == "ready" else instance.assignee
         recipients, unreachable = self.people.resolve(level.notify, holder=holder,
