@@ -6,6 +6,7 @@ engine.permissions, so the API and the CLI apply the same rules. /health and /me
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from fastapi import FastAPI
@@ -25,6 +26,23 @@ does not allow the call. Every error is an RFC 9457 problem document (`applicati
 says what to fix; refusals change nothing. Writes take `expected_version` (the `row_version` you read):
 a stale one gets 409 with `current_version`.
 """
+
+
+SERVING_GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def steady_gc() -> None:
+    """Tune the cyclic garbage collector for a long-running service, once its start-up objects exist.
+
+    The workflow cache holds hundreds of restored workflows (many objects each), and CPython's default
+    thresholds (700, 10, 10) run a full collection over all of them every few hundred requests: in the HTTP
+    benchmark that was a ~150 ms pause, the whole p99 at half load (136 ms; 16 ms with this). Start-up
+    objects are frozen out of every collection, and collections run ~30x less often; evicted workflows
+    (they hold reference cycles) are still freed by the rarer full collections.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*SERVING_GC_THRESHOLDS)
 
 
 def create_app(funnel: Funnel, *, max_body_bytes: int | None = None) -> FastAPI:

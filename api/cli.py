@@ -52,7 +52,7 @@ def serve(
     """Run the HTTP service on the configured database with the shipped workflows loaded."""
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, steady_gc
     from engine import demo as demo_data
     from engine.bootstrap import open_funnel
 
@@ -78,6 +78,7 @@ def serve(
     from api import scheduler as background  # the ticker runs beside the API unless --no-ticker
 
     with background.running(background.Ticker(funnel, settings) if ticker else None):
+        steady_gc()
         uvicorn.run(create_app(funnel), host=bind_host, port=bind_port, log_level="info")
 
 

@@ -91,19 +91,22 @@ def serve(app_name: str, port: int, *, ticker: bool) -> None:
     import uvicorn
 
     if app_name == "trivial":
+        from api.app import steady_gc
         from bench.trivial_app import app
 
+        steady_gc()  # served exactly like ours
         uvicorn.run(app, host=HOST, port=port, **UVICORN_OPTIONS)
         return
     # what `funnel serve` does (api.cli.serve), with the access log off like the baseline's
     from api import scheduler as background
-    from api.app import create_app
+    from api.app import create_app, steady_gc
     from engine.bootstrap import open_funnel
     from engine.settings import get_settings
 
     settings = get_settings()
     funnel = open_funnel(settings)
     with background.running(background.Ticker(funnel, settings) if ticker else None):
+        steady_gc()
         uvicorn.run(create_app(funnel), host=HOST, port=port, **UVICORN_OPTIONS)
 
 
@@ -256,7 +259,8 @@ def measure(app_name: str, database_url: str, workdir: Path, sizes: Sizes, loadg
 def rows_for(kind: str, base: Measured, ours: Measured, *, ticker: bool, connections: int) -> list[Row]:
     errors = sum(a["errors"] for a in ours.closed) + ours.paced["errors"] + ours.warmup["errors"]
     base_errors = sum(a["errors"] for a in base.closed) + base.paced["errors"] + base.warmup["errors"]
-    common = {"connections": connections, "ticker": ticker, "server": "uvicorn, 1 process, h11, no access log"}
+    common = {"connections": connections, "ticker": ticker,
+              "server": "uvicorn, 1 process, httptools + uvloop, steady_gc, no access log"}
     throughput = Row(
         f"http advance, {kind}: throughput", "advances/s", "trivial app", base.rate, ours.rate,
         ">= 1,000/s, zero errors",
