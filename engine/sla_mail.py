@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from engine.calendar import format_business
@@ -25,8 +24,7 @@ from engine.models.people import Team, TeamMember, User
 from engine.models.sla import SlaClock
 from engine.sla_ledger import Figures
 from engine.sla_policy import Level
-from notifications.models import OutboxMessage
-from notifications.outbox import KEY_LIMIT, clean_recipients, clean_subject, enqueue
+from notifications.outbox import enqueue
 from notifications.render import Recipient, link, render
 
 ASSIGNEE, MANAGER = "assignee", "manager"
@@ -237,36 +235,6 @@ def escalation_mails(*, clock_id: int | None, clock_title: str, level: Level, fi
                           subject=mail.subject, text=mail.text, html=mail.html, created_at=now, kind="escalation",
                           ref=f"instance:{instance_id}"))
     return mails
-
-
-def enqueue_many(session: Session, mails: Sequence[dict[str, Any]]) -> int:
-    """notifications.outbox.enqueue for many messages in one statement; how many were added (keys not yet there).
-
-    Same checks and the same exactly-once rule: `INSERT .. ON CONFLICT (dedupe_key) DO NOTHING`, so a key that
-    exists, or that a concurrent transaction is adding, adds nothing and never fails the caller's transaction.
-    """
-    rows: dict[str, dict[str, Any]] = {}
-    for mail in mails:
-        key = mail["dedupe_key"].strip()
-        if not key or len(key) > KEY_LIMIT:
-            raise ValueError(f"dedupe_key must be 1..{KEY_LIMIT} characters, got {mail['dedupe_key']!r}")
-        created_at = mail["created_at"]
-        if created_at.tzinfo is None:
-            raise ValueError("created_at must be an aware datetime")
-        rows.setdefault(key, dict(dedupe_key=key, kind=mail["kind"], ref=mail.get("ref"),
-                                  recipients=clean_recipients(mail["to"]), subject=clean_subject(mail["subject"]),
-                                  text=mail["text"], html=mail["html"], created_at=created_at, attempts=0,
-                                  next_attempt_at=created_at))
-    if not rows:
-        return 0
-    table = OutboxMessage.__table__  # type: ignore[attr-defined]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert if dialect == "sqlite" else None
-    if insert is None:  # pragma: no cover - only SQLite and PostgreSQL are supported stores
-        raise RuntimeError(f"the outbox supports SQLite and PostgreSQL, not {dialect}")
-    stmt = insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(table.c.id)
-    # RETURNING, not rowcount: psycopg reports -1 for a skipped ON CONFLICT insert
-    return len(session.execute(stmt, list(rows.values())).all())
 
 
 def send_chase(session: Session, *, instance: Instance, timer_task: str, tasks: Sequence[HumanTask], chase: int,

@@ -34,8 +34,9 @@ from engine.models import AuditEvent, HumanTask, Instance
 from engine.models.customers import Customer
 from engine.models.sla import SlaClock, SlaDue
 from engine.sla import entries_of
-from engine.sla_mail import Directory, enqueue_many, escalation_mails, item_of
+from engine.sla_mail import Directory, escalation_mails, item_of
 from engine.sla_policy import Calendars, Level
+from notifications.outbox import enqueue_many
 from notifications.render import Recipient
 
 SLA_ACTOR = "system:sla"
