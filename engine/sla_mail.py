@@ -6,7 +6,8 @@ assignee belongs to; `role:<role>` every active user with that role (the shipped
 `role:admin` as the head of service / sales); `user:<login>` one person. A login that is not an
 active user with an e-mail address is reported as unreachable in the audit entry, never guessed.
 Each person gets their own e-mail (their time zone), deduplicated by the outbox on a key naming
-the reason, so a repeated firing adds nothing.
+the reason, so a repeated firing adds nothing. The e-mail is stored as its template and context and
+rendered by the sender (notifications.outbox explains why).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from engine.models.sla import SlaClock
 from engine.sla_ledger import Figures
 from engine.sla_policy import Level
 from notifications.outbox import enqueue
-from notifications.render import Recipient, link, render
+from notifications.render import Recipient, link
 
 ASSIGNEE, MANAGER = "assignee", "manager"
 KINDS = {"service_request": "service request", "sales_funnel": "opportunity", "routing_slip": "routing slip",
@@ -230,9 +231,8 @@ def escalation_mails(*, clock_id: int | None, clock_title: str, level: Level, fi
             "item": item, "customer": customer, "sla": sla, "level": level.severity,
             "also_told": [r.name for r in recipients if r.login != person.login],
         }
-        mail = render("escalation", context)
         mails.append(dict(dedupe_key=f"sla:{clock_id}:{figures.cycle}:{level.name}:{person.login}", to=person.email,
-                          subject=mail.subject, text=mail.text, html=mail.html, created_at=now, kind="escalation",
+                          template="escalation", context=context, created_at=now, kind="escalation",
                           ref=f"instance:{instance_id}"))
     return mails
 
@@ -253,10 +253,9 @@ def send_chase(session: Session, *, instance: Instance, timer_task: str, tasks: 
                 "item": item(session, instance, title=title, base_url=base_url),
                 "department": department, "since": task.created_at, "chase": chase, "sender": sender,
             }
-            mail = render("chase", context)
             enqueue(session, dedupe_key=f"chase:{instance.id}:{timer_task}:{task.task_uuid}:{person.login}",
-                    to=person.email, subject=mail.subject, text=mail.text, html=mail.html, created_at=now,
-                    kind="chase", ref=f"instance:{instance.id}")
+                    to=person.email, template="chase", context=context, created_at=now, kind="chase",
+                    ref=f"instance:{instance.id}")
         sent.append({"task": task.task_uuid, "department": department, "to": [p.login for p in people],
                      "unreachable": [h for h in holders if h not in {p.login for p in people}]})
     return sent

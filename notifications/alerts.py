@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from notifications import outbox
 from notifications.models import JSONList, UTCDateTime
-from notifications.render import Recipient, link, render
+from notifications.render import Recipient, link
 
 log = logging.getLogger(__name__)
 FALLBACK_ROLES = ("admin", "process_owner")  # told when the team has no manager (or does not exist)
@@ -54,10 +54,9 @@ def enqueue_assignment_alerts(session: Session, now: datetime, base_url: str, *,
             log.warning("assignment alert %s: no manager and no admin to tell; it stays pending", alert["id"])
             continue
         for person in recipients:
-            rendered = render("assignment_alert", _context(session, alert, person, base_url))
             added += outbox.enqueue(
                 session, dedupe_key=f"assignment_alert:{alert['id']}:{person.login}", to=person.email,
-                subject=rendered.subject, text=rendered.text, html=rendered.html, created_at=now,
+                template="assignment_alert", context=_context(session, alert, person, base_url), created_at=now,
                 kind="assignment_alert", ref=f"instance:{alert['instance_id']}")
         session.execute(sa.update(_alert).where(_alert.c.id == alert["id"]).values(delivered_at=now))
     return added

@@ -42,19 +42,27 @@ def _ts(*, nullable: bool, index: bool = False) -> Any:
 class OutboxMessage(SQLModel, table=True):
     """One e-mail, written with the event that caused it and kept after sending (the delivery record).
 
-    Due: sent_at and failed_at NULL, next_attempt_at <= now and no live lease (lease_until < now).
+    Its content is either a template and the context to render it with (`template`, `context`: rendered by
+    the sender, see notifications.outbox) or literal parts (`subject`, `text`, `html`); the sender records the
+    subject it sent. Due: sent_at and failed_at NULL, next_attempt_at <= now and no live lease (lease_until < now).
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (sa.UniqueConstraint("dedupe_key", name="uq_outbox_dedupe_key"),)
+    __table_args__ = (
+        sa.UniqueConstraint("dedupe_key", name="uq_outbox_dedupe_key"),
+        sa.CheckConstraint("template IS NOT NULL OR (subject IS NOT NULL AND text IS NOT NULL)",
+                           name="ck_outbox_content"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     dedupe_key: str = Field(max_length=300)
     kind: str = Field(max_length=40, index=True)  # escalation | chase | assignment_alert | ...
     ref: str | None = Field(default=None, max_length=200, index=True)  # what it is about, e.g. "instance:42"
     recipients: list[str] = Field(default_factory=list, sa_column=sa.Column(JSONList, nullable=False))
-    subject: str = Field(max_length=500)
-    text: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    template: str | None = Field(default=None, max_length=60)  # notifications/templates/<template>.*.j2
+    context: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(JSONList, nullable=True))
+    subject: str | None = Field(default=None, max_length=500)
+    text: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     html: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     created_at: datetime = _ts(nullable=False)
     attempts: int = Field(default=0, nullable=False)

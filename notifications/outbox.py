@@ -1,9 +1,20 @@
 """The e-mail outbox: rows written in the same transaction as the event that caused them.
 
 Contract (the SLA ticker and the assignment alerts write through this; notifications.smtp reads it):
-    enqueue(session, *, dedupe_key, to, subject, text, html, created_at, kind, ref) -> bool
+    enqueue(session, *, dedupe_key, to, created_at, kind, ref, template, context) -> bool
+    enqueue(session, *, dedupe_key, to, created_at, kind, ref, subject, text, html) -> bool
         Adds one message unless a message with the same dedupe_key exists (returns False then).
         Never commits: the caller's transaction decides.
+    content(row) -> Rendered(subject, text, html)
+        What a row sends: its template rendered with its stored context, or its literal parts.
+
+Render at delivery: a templated message is stored as its template's name and its context (JSON, see
+notifications.render.store), and the sender renders it. design.md has the event's transaction write
+the rendered e-mail; rendering three Jinja templates per e-mail was over half of what firing an SLA
+level cost, inside the ticker's transaction, so the transaction now writes what the e-mail will say
+(the context, fixed at that moment: recipients, times, figures) and rendering moves to the sender,
+off the ticker's path. The template name is checked and the context must be storable when enqueued;
+a template that fails to render at delivery is retried and then given up like a refused message.
 
 Dedupe: the key names the *reason* for a message (e.g. "escalation:clock:17:level:1"), never the
 attempt, so re-running the code that caused it adds nothing. A duplicate is checked for first (the
@@ -16,7 +27,7 @@ side can drop the rare second copy after a crash between sending and marking.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,16 +36,18 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from notifications.models import OutboxMessage
+from notifications.render import Rendered, TemplateNotFound, names, render, restore, store
 
 SUBJECT_LIMIT = 500
 KEY_LIMIT = 300
 
 
-def enqueue(session: Session, *, dedupe_key: str, to: str | Sequence[str], subject: str, text: str,
-            html: str | None, created_at: datetime, kind: str, ref: str | None = None) -> bool:
-    """Add one message to the caller's transaction unless its key exists; True when it was added."""
-    values = _row(dedupe_key=dedupe_key, to=to, subject=subject, text=text, html=html, created_at=created_at,
-                  kind=kind, ref=ref)
+def enqueue(session: Session, *, dedupe_key: str, to: str | Sequence[str], created_at: datetime, kind: str,
+            ref: str | None = None, template: str | None = None, context: Mapping[str, Any] | None = None,
+            subject: str | None = None, text: str | None = None, html: str | None = None) -> bool:
+    """Add one message (a template and its context, or literal parts) unless its key exists; True when added."""
+    values = _row(dedupe_key=dedupe_key, to=to, created_at=created_at, kind=kind, ref=ref, template=template,
+                  context=context, subject=subject, text=text, html=html)
     table = OutboxMessage.__table__  # type: ignore[attr-defined]
     if session.execute(sa.select(table.c.id).where(table.c.dedupe_key == values["dedupe_key"])).first() is not None:
         return False
@@ -60,16 +73,41 @@ def enqueue_many(session: Session, mails: Sequence[dict[str, Any]]) -> int:
     return len(session.execute(stmt, list(rows.values())).all())
 
 
-def _row(*, dedupe_key: str, to: str | Sequence[str], subject: str, text: str, html: str | None,
-         created_at: datetime, kind: str, ref: str | None = None) -> dict[str, Any]:
-    """A checked outbox row: key length, an aware time, plain recipients, a one-line subject."""
+def _row(*, dedupe_key: str, to: str | Sequence[str], created_at: datetime, kind: str, ref: str | None = None,
+         template: str | None = None, context: Mapping[str, Any] | None = None, subject: str | None = None,
+         text: str | None = None, html: str | None = None) -> dict[str, Any]:
+    """A checked outbox row: key length, an aware time, plain recipients, a known template or a one-line subject."""
     key = dedupe_key.strip()
     if not key or len(key) > KEY_LIMIT:
         raise ValueError(f"dedupe_key must be 1..{KEY_LIMIT} characters, got {dedupe_key!r}")
     if created_at.tzinfo is None:
         raise ValueError("created_at must be an aware datetime")
-    return dict(dedupe_key=key, kind=kind, ref=ref, recipients=clean_recipients(to), subject=clean_subject(subject),
-                text=text, html=html, created_at=created_at, attempts=0, next_attempt_at=created_at)
+    row: dict[str, Any] = dict(dedupe_key=key, kind=kind, ref=ref, recipients=clean_recipients(to),
+                               created_at=created_at, attempts=0, next_attempt_at=created_at, template=None,
+                               context=None, subject=None, text=None, html=None)
+    if template is not None:
+        if subject is not None or text is not None or html is not None:
+            raise ValueError("give a template and its context, or a subject and a text, not both")
+        if template not in names():
+            raise TemplateNotFound(f"no e-mail template {template!r}; there are: {', '.join(names())}")
+        if not isinstance(context, Mapping):
+            raise ValueError(f"template {template!r} needs its context as a mapping, got {type(context).__name__}")
+        row.update(template=template, context=store(context))
+    else:
+        if context is not None:
+            raise ValueError("a context goes with a template; name the template")
+        if subject is None or text is None:
+            raise ValueError("a message needs a template and its context, or a subject and a text")
+        row.update(subject=clean_subject(subject), text=text, html=html)
+    return row
+
+
+def content(row: Any) -> Rendered:
+    """What an outbox row (OutboxMessage or a row with its columns) sends: rendered now, or its literal parts."""
+    if row.template is not None:
+        rendered = render(row.template, restore(row.context or {}))
+        return Rendered(clean_subject(rendered.subject), rendered.text, rendered.html)
+    return Rendered(row.subject, row.text, row.html)
 
 
 def _insert(session: Session) -> Any:

@@ -8,6 +8,11 @@ Contract:
 
 Filters the templates use: `local_time(dt, tz)` (an aware datetime in the recipient's IANA zone),
 `duration(seconds)` ("2 h 15 min", sign dropped).
+
+Stored contexts (the outbox keeps a template's context as JSON and renders at delivery):
+    store(context) -> JSON-safe dict     aware datetimes become {"$datetime": ISO 8601}; anything else
+                                         that JSON cannot hold raises TypeError naming its key
+    restore(stored) -> context           the same context again, datetimes and all
 """
 
 from __future__ import annotations
@@ -58,9 +63,47 @@ def render(template: str, context: Mapping[str, Any]) -> Rendered:
     return Rendered(" ".join(subject.split()), text.strip() + "\n", html.strip() + "\n")
 
 
-def names() -> list[str]:
-    """The template base names there are (each has a subject, a text and an HTML file)."""
-    return sorted(p.name.removesuffix(".subject.j2") for p in TEMPLATES.glob("*.subject.j2"))
+@lru_cache(maxsize=1)
+def names() -> tuple[str, ...]:
+    """The template base names there are (each has a subject, a text and an HTML file); they ship with the code."""
+    return tuple(sorted(p.name.removesuffix(".subject.j2") for p in TEMPLATES.glob("*.subject.j2")))
+
+
+_DATETIME = "$datetime"
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def store(context: Mapping[str, Any]) -> dict[str, Any]:
+    """`context` as JSON can hold it, so the outbox can render it later exactly as it would have now."""
+    return {str(key): _stored(value, str(key)) for key, value in context.items()}
+
+
+def _stored(value: Any, where: str) -> Any:
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise TypeError(f"e-mail context {where}: a naive datetime; pass an aware one")
+        return {_DATETIME: value.isoformat()}
+    if isinstance(value, Mapping):
+        if _DATETIME in value:
+            raise TypeError(f"e-mail context {where}: the key {_DATETIME!r} is reserved")
+        return {str(k): _stored(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_stored(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"e-mail context {where}: a {type(value).__name__} cannot be stored; pass str, number, "
+                    "bool, None, datetime, list or dict")
+
+
+def restore(stored: Any) -> Any:
+    """The inverse of `store`: datetimes come back aware."""
+    if isinstance(stored, dict):
+        if len(stored) == 1 and _DATETIME in stored:
+            return datetime.fromisoformat(stored[_DATETIME])
+        return {k: restore(v) for k, v in stored.items()}
+    if isinstance(stored, list):
+        return [restore(v) for v in stored]
+    return stored
 
 
 def link(base_url: str, path: str) -> str:

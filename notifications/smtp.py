@@ -33,6 +33,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from notifications.models import OutboxMessage
+from notifications.outbox import content
 
 log = logging.getLogger(__name__)
 TLS_MODES = ("none", "starttls", "ssl")
@@ -90,8 +91,10 @@ class _Claimed:
     kind: str
     ref: str | None
     recipients: list[str]
-    subject: str
-    text: str
+    template: str | None
+    context: dict[str, Any] | None
+    subject: str | None
+    text: str | None
     html: str | None
     created_at: datetime
     attempts: int
@@ -105,7 +108,12 @@ class _Partial(Exception):
     """Sent, but some recipients were refused: recorded as sent, the refusals kept as last_error."""
 
 
+class _Unrenderable(Exception):
+    """The message's template did not render with its context: permanent, like a 5xx (a fix needs a deploy)."""
+
+
 SessionSource = Engine | Callable[[], Session]
+Recorder = Callable[..., None]  # (row, error or None[, subject sent]): writes one attempt's outcome
 
 
 def deliver_pending(source: SessionSource, *, settings: SmtpSettings, now: datetime, batch: int = 100,
@@ -122,8 +130,8 @@ def deliver_pending(source: SessionSource, *, settings: SmtpSettings, now: datet
     if not rows:
         return result
     try:
-        _send_all(rows, settings=settings, record=lambda row, err: _record(
-            open_session, row, err, now=now, token=token, policy=policy, result=result))
+        _send_all(rows, settings=settings, record=lambda row, err, subject=None: _record(
+            open_session, row, err, now=now, token=token, policy=policy, result=result, subject=subject))
     finally:
         with open_session() as session:  # whatever was not attempted (an interrupt) is due again now
             session.execute(sa.update(OUTBOX).where(OUTBOX.c.claimed_by == token)
@@ -140,20 +148,24 @@ def message_id(dedupe_key: str, sender: str) -> str:
 
 
 def build_message(row: _Claimed | OutboxMessage, *, sender: str) -> EmailMessage:
-    """A multipart/alternative message (plain text first, then HTML) with stable identifying headers."""
+    """A multipart/alternative message (plain text first, then HTML) with stable identifying headers.
+
+    A templated row is rendered here (notifications.outbox.content); that raises if the template does not render.
+    """
+    parts = content(row)
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = ", ".join(row.recipients)
-    msg["Subject"] = row.subject
+    msg["Subject"] = parts.subject
     msg["Date"] = format_datetime(row.created_at)
     msg["Message-ID"] = message_id(row.dedupe_key, sender)
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to a robot
     msg["X-Funnel-Kind"] = row.kind
     if row.ref:
         msg["X-Funnel-Ref"] = row.ref
-    msg.set_content(row.text)
-    if row.html:
-        msg.add_alternative(row.html, subtype="html")
+    msg.set_content(parts.text)
+    if parts.html:
+        msg.add_alternative(parts.html, subtype="html")
     return msg
 
 
@@ -177,8 +189,7 @@ def _claim(session: Session, *, now: datetime, token: str, batch: int, lease: fl
     return [_Claimed(**dict(m)) for m in found.mappings()]
 
 
-def _send_all(rows: list[_Claimed], *, settings: SmtpSettings,
-              record: Callable[[_Claimed, Exception | None], None]) -> None:
+def _send_all(rows: list[_Claimed], *, settings: SmtpSettings, record: Recorder) -> None:
     """One connection for the batch; reconnect once after it drops; a dead server defers the rest."""
     pending = list(rows)
     while pending:
@@ -187,8 +198,16 @@ def _send_all(rows: list[_Claimed], *, settings: SmtpSettings,
                 while pending:
                     row = pending[0]
                     try:
-                        refused = smtp.send_message(build_message(row, sender=settings.sender),
-                                                    from_addr=parseaddr(settings.sender)[1], to_addrs=row.recipients)
+                        message = build_message(row, sender=settings.sender)
+                    except Exception as err:  # a template bug or a context it cannot use: this message only
+                        pending.pop(0)
+                        log.exception("outbox %s: template %s does not render", row.dedupe_key, row.template)
+                        record(row, _Unrenderable(f"template {row.template!r} does not render: "
+                                                  f"{type(err).__name__}: {err}"))
+                        continue
+                    try:
+                        refused = smtp.send_message(message, from_addr=parseaddr(settings.sender)[1],
+                                                    to_addrs=row.recipients)
                     except smtplib.SMTPServerDisconnected as err:
                         pending.pop(0)
                         record(row, _Transient(f"connection lost: {err}"))
@@ -202,7 +221,7 @@ def _send_all(rows: list[_Claimed], *, settings: SmtpSettings,
                         record(row, _Transient(f"connection lost: {err}"))
                         break
                     pending.pop(0)
-                    record(row, _Partial(refused) if refused else None)
+                    record(row, _Partial(refused) if refused else None, str(message["Subject"]))
         except (smtplib.SMTPException, OSError) as err:
             failure = _Transient(f"cannot connect to {settings.host}:{settings.port}: {err}")
             for row in pending:
@@ -233,19 +252,24 @@ def _connection(s: SmtpSettings) -> Iterator[smtplib.SMTP]:
 
 def _permanent(err: Exception) -> bool:
     """A 5xx answer about this message (sender, recipients, data): retrying the same bytes will not help."""
+    if isinstance(err, _Unrenderable):
+        return True
     if isinstance(err, smtplib.SMTPRecipientsRefused):
         return all(code >= 500 for code, _ in err.recipients.values())
     return isinstance(err, smtplib.SMTPResponseException) and err.smtp_code >= 500
 
 
 def _record(open_session: Callable[[], Session], row: _Claimed, err: Exception | None, *, now: datetime,
-            token: str, policy: RetryPolicy, result: DeliveryResult) -> None:
-    """Write one attempt's outcome in its own short transaction, and release the lease."""
+            token: str, policy: RetryPolicy, result: DeliveryResult, subject: str | None = None) -> None:
+    """Write one attempt's outcome in its own short transaction, and release the lease (and, once sent, the
+    subject it went out with, so the delivery record of a templated message says what it was)."""
     c = OUTBOX.c
     attempts = row.attempts + 1
     values: dict[str, Any] = {"attempts": attempts, "claimed_by": None, "lease_until": None}
     if err is None or isinstance(err, _Partial):
         values.update(sent_at=now, next_attempt_at=None, last_error=f"refused: {err}" if err else None)
+        if row.subject is None and subject is not None:
+            values["subject"] = subject
         stmt = sa.update(OUTBOX).where(c.id == row.id, c.sent_at.is_(None))  # sent, whoever holds it now
         result.sent += 1
         log.info("outbox %s sent to %s", row.dedupe_key, ", ".join(row.recipients))

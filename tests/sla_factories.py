@@ -18,6 +18,7 @@ from engine.sla_queries import ClockView, clocks_of
 from engine.ticker import TickResult, tick
 from engine.views import InstanceView
 from notifications.models import OutboxMessage
+from notifications.outbox import content
 from tests.conftest import WORKFLOWS
 from tests.service_factories import INTAKE, start_ticket
 
@@ -83,11 +84,15 @@ def fired(funnel: Funnel, instance_id: int | None = None) -> list[tuple[str, str
 
 
 def outbox(engine: Engine, kind: str | None = None) -> list[OutboxMessage]:
+    """The outbox in order, each row's subject, text and HTML as the sender will send them (rendered here)."""
     with Session(engine) as session:
         stmt = select(OutboxMessage)
         if kind is not None:
             stmt = stmt.where(OutboxMessage.kind == kind)
-        return list(session.exec(stmt.order_by(col(OutboxMessage.id))))
+        rows = list(session.exec(stmt.order_by(col(OutboxMessage.id))))
+    for row in rows:  # detached: filling the parts in writes nothing
+        row.subject, row.text, row.html = content(row)
+    return rows
 
 
 def pending_due(engine: Engine) -> list[SlaDue]:

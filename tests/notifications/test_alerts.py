@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from engine import people
 from engine.instances import Funnel
@@ -13,13 +13,13 @@ from notifications.smtp import deliver_pending
 from tests.conftest import FakeClock
 from tests.notifications.smtp_server import SmtpServer
 from tests.people_factories import alerts, open_tasks, opportunity, sales_roster
+from tests.sla_factories import outbox
 
 BASE = "https://funnel.example"
 
 
 def outbox_rows(funnel: Funnel) -> list[OutboxMessage]:
-    with Session(funnel.engine) as session:
-        return list(session.exec(select(OutboxMessage).order_by(OutboxMessage.id)))  # type: ignore[arg-type]
+    return outbox(funnel.engine)
 
 
 def convert(funnel: Funnel, clock: FakeClock) -> int:

@@ -12,13 +12,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
+from engine.db import alembic_config, make_engine, migrate
 from notifications import outbox
-from notifications.models import OutboxMessage
+from notifications.models import JSONList, OutboxMessage, UTCDateTime
+from notifications.render import TemplateNotFound, render
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -149,11 +152,110 @@ def test_given_a_naive_time_or_empty_key_then_refused(db: Engine) -> None:
             outbox.enqueue(session, **message(key=" "))
 
 
+DEADLINE = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
+
+
+def escalation_context(**overrides: Any) -> dict[str, Any]:
+    return {"recipient": {"name": "Anna Schmidt", "email": "ann@example.com", "time_zone": "Europe/Berlin"},
+            "item": {"kind": "opportunity", "title": "Acme Steel", "ref": "instance 1",
+                     "url": "https://funnel.example/api/instances/1", "stage": "Qualification"},
+            "customer": {"name": "Acme Steel", "tier": "A"},
+            "sla": {"name": "first response", "deadline": DEADLINE, "business_seconds_left": -3600.0},
+            "level": 1, "also_told": [], **overrides}
+
+
+def templated(key: str = "escalation:clock:1:level:1", **overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = dict(dedupe_key=key, to="ann@example.com", template="escalation",
+                                  context=escalation_context(), created_at=NOW, kind="escalation", ref="instance:1")
+    return {**values, **overrides}
+
+
+def test_given_a_templated_message_then_its_template_and_context_are_stored_and_content_renders_them(
+        db: Engine) -> None:
+    # when
+    with Session(db) as session:
+        assert outbox.enqueue(session, **templated())
+        session.commit()
+    # then the row holds the template and a JSON context (nothing rendered yet) ...
+    [row] = rows(db)
+    assert (row.template, row.subject, row.text, row.html) == ("escalation", None, None, None)
+    assert row.context is not None and row.context["sla"]["deadline"] == {"$datetime": DEADLINE.isoformat()}
+    # ... and what it sends is exactly the template rendered with the original context
+    assert outbox.content(row) == render("escalation", escalation_context())
+    assert outbox.content(row).subject.startswith('[Breached] First response for opportunity "Acme Steel"')
+
+
+def test_given_a_literal_message_then_content_is_its_own_parts(db: Engine) -> None:
+    with Session(db) as session:
+        outbox.enqueue(session, **message())
+        session.commit()
+    assert outbox.content(rows(db)[0]) == ("Breached: Acme", "late", "<p>late</p>")
+
+
+@pytest.mark.parametrize("overrides,error,words", [
+    (dict(template="nope"), TemplateNotFound, "no e-mail template 'nope'; there are: assignment_alert, chase"),
+    (dict(context=None), ValueError, "needs its context as a mapping"),
+    (dict(context=["not", "a", "mapping"]), ValueError, "needs its context as a mapping"),
+    (dict(subject="also literal"), ValueError, "not both"),
+    (dict(context=escalation_context(level={1, 2})), TypeError, "level: a set cannot be stored"),
+    (dict(context=escalation_context(sla={"deadline": datetime(2026, 11, 23)})), TypeError, "naive datetime"),
+    (dict(template=None, context=None), ValueError, "needs a template and its context, or a subject and a text"),
+    (dict(template=None), ValueError, "a context goes with a template"),
+])
+def test_given_a_message_that_could_not_be_sent_then_it_is_refused_before_anything_is_written(
+        db: Engine, overrides: dict[str, Any], error: type[Exception], words: str) -> None:
+    with Session(db) as session:
+        with pytest.raises(error) as raised:
+            outbox.enqueue(session, **templated(**overrides))
+        assert words in str(raised.value)
+        session.commit()
+    assert rows(db) == []
+
+
+def test_given_many_templated_messages_then_enqueue_many_stores_each_once(db: Engine) -> None:
+    with Session(db) as session:
+        mails = [templated(f"k{n % 3}", context=escalation_context(level=n % 3)) for n in range(6)]
+        assert outbox.enqueue_many(session, mails) == 3
+        session.commit()
+    assert [(r.dedupe_key, outbox.content(r).subject.split("]")[0]) for r in rows(db)] == [
+        ("k0", "[Warning"), ("k1", "[Breached"), ("k2", "[Escalation level 2")]
+
+
 def test_given_the_migrated_schema_then_the_notification_tables_match_the_models(db: Engine) -> None:
     with db.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     ours = [d for d in diff if "'outbox'" in repr(d) or "'scheduler_heartbeat'" in repr(d)]
     assert ours == []
+
+
+def test_given_queued_mail_when_the_outbox_migration_runs_up_and_down_then_every_message_stays_sendable(
+        db_url: str) -> None:
+    # given a database before revision 0011 with a rendered message queued
+    engine = make_engine(db_url)
+    try:
+        migrate(engine, "0010")
+        old = sa.table("outbox", sa.column("recipients", JSONList), sa.column("created_at", UTCDateTime()),
+                       sa.column("next_attempt_at", UTCDateTime()),
+                       *(sa.column(c) for c in ("dedupe_key", "kind", "subject", "text", "attempts")))
+        with engine.begin() as conn:
+            conn.execute(sa.insert(old).values(dedupe_key="old", kind="escalation", recipients=["ann@example.com"],
+                                               subject="Old", text="old body", created_at=NOW, attempts=0,
+                                               next_attempt_at=NOW))
+        # when it is upgraded, a templated message is queued, and it is downgraded again
+        migrate(engine)
+        with Session(engine) as session:
+            outbox.enqueue(session, **templated("new"))
+            session.commit()
+        assert [outbox.content(r).subject for r in rows(engine)] == [
+            "Old", render("escalation", escalation_context()).subject]
+        command.downgrade(alembic_config(engine), "0010")
+        # then the old one kept its parts and the templated one was rendered into its parts: nothing lost
+        with engine.connect() as conn:
+            got = conn.execute(sa.text("SELECT dedupe_key, subject, text FROM outbox ORDER BY id")).all()
+        expected = render("escalation", escalation_context())
+        assert [tuple(r) for r in got] == [("old", "Old", "old body"), ("new", expected.subject, expected.text)]
+    finally:
+        engine.dispose()
 
 
 def test_given_an_enqueued_message_then_get_finds_it_by_key(db: Engine) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
 import pytest
 
-from notifications.render import TemplateNotFound, duration, link, local_time, names, render
+from notifications.render import TemplateNotFound, duration, link, local_time, names, render, restore, store
 
 DEADLINE = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
 
@@ -43,7 +44,7 @@ def alert(**overrides: Any) -> dict[str, Any]:
 
 
 def test_the_shipped_templates_are_the_three_documented_ones() -> None:
-    assert names() == ["assignment_alert", "chase", "escalation"]
+    assert names() == ("assignment_alert", "chase", "escalation")
 
 
 def test_given_a_warning_then_the_deadline_is_in_the_recipients_zone_with_business_time_left() -> None:
@@ -140,3 +141,23 @@ def test_filters_and_links() -> None:
     with pytest.raises(ValueError, match="aware"):
         local_time(datetime(2026, 1, 1), "UTC")
     assert link("https://x.example/", "/api/instances/1") == "https://x.example/api/instances/1"
+
+
+@pytest.mark.parametrize("template,context", [("escalation", escalation()), ("chase", chase()),
+                                              ("assignment_alert", alert())])
+def test_given_a_context_stored_as_json_then_it_renders_exactly_as_the_original(template: str,
+                                                                               context: dict[str, Any]) -> None:
+    # when the context goes through JSON, as the outbox stores it
+    stored = json.loads(json.dumps(store(context)))
+    # then it comes back equal, datetimes aware, and renders the same three parts
+    assert restore(stored) == context
+    assert render(template, restore(stored)) == render(template, context)
+
+
+def test_given_a_context_json_cannot_hold_then_store_names_the_key() -> None:
+    with pytest.raises(TypeError, match=r"item\.when: a naive datetime"):
+        store({"item": {"when": datetime(2026, 11, 23, 9, 0)}})
+    with pytest.raises(TypeError, match=r"also_told\[1\]: a set cannot be stored"):
+        store({"also_told": ["ann", {"sam"}]})
+    with pytest.raises(TypeError, match=r"reserved"):
+        store({"sla": {"$datetime": "2026-11-23T09:00:00+00:00"}})

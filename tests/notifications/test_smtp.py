@@ -12,9 +12,11 @@ from sqlmodel import Session, select
 
 from notifications import outbox, smtp
 from notifications.models import OutboxMessage
+from notifications.render import render
 from notifications.smtp import RetryPolicy, SmtpSettings, deliver_pending, message_id
 from tests.conftest import FakeClock
 from tests.notifications.smtp_server import SmtpServer
+from tests.notifications.test_outbox import escalation_context
 
 KEY = "escalation:clock:7:level:1"
 
@@ -126,6 +128,51 @@ def test_given_a_temporary_refusal_then_retried_and_a_permanent_one_stops_after_
     assert "550" in (given_up.last_error or "") and given_up.attempts == 3
     assert deliver_pending(db, settings=smtp_server.settings(), now=clock.advance(days=1)).claimed == 0
     assert smtp_server.received == []
+
+
+def enqueue_templated(engine: Engine, clock: FakeClock, key: str, context: dict[str, Any]) -> None:
+    with Session(engine) as session:
+        outbox.enqueue(session, dedupe_key=key, to="ann@example.com", template="escalation", context=context,
+                       created_at=clock.now, kind="escalation", ref="instance:7")
+        session.commit()
+
+
+def test_given_a_templated_message_then_the_sender_renders_it_and_records_the_subject_it_sent(
+        db: Engine, clock: FakeClock, smtp_server: SmtpServer) -> None:
+    # given an escalation stored as its template and context
+    context = escalation_context()
+    enqueue_templated(db, clock, KEY, context)
+    assert row(db).subject is None
+    # when
+    result = deliver_pending(db, settings=smtp_server.settings(), now=clock.now)
+    # then the recipient gets exactly what the template renders, and the delivery record names the subject
+    assert result.sent == 1
+    [got] = smtp_server.received
+    expected = render("escalation", context)
+    assert " ".join(got.message["Subject"].split()) == expected.subject  # a long subject arrives folded
+    assert (got.part("plain"), got.part("html")) == (expected.text, expected.html)
+    assert "Mon 23 Nov 2026 15:00 CET (Europe/Berlin)" in got.part("plain")
+    assert row(db).subject == expected.subject and row(db).text is None
+
+
+def test_given_a_template_that_cannot_render_then_that_message_is_given_up_and_the_others_are_sent(
+        db: Engine, clock: FakeClock, smtp_server: SmtpServer) -> None:
+    # given a stored context that lacks a key its template needs (a template changed under a queued message)
+    broken = escalation_context()
+    del broken["customer"]
+    enqueue_templated(db, clock, "broken", broken)
+    enqueue_templated(db, clock, "fine", escalation_context())
+    policy = RetryPolicy(base_seconds=1, max_permanent=2)
+    # when the sender tries it max_permanent times
+    first = deliver_pending(db, settings=smtp_server.settings(), now=clock.now, retry=policy)
+    second = deliver_pending(db, settings=smtp_server.settings(), now=clock.advance(seconds=5), retry=policy)
+    # then the other message went out, and the broken one is given up with the reason, never half-sent
+    assert (first.sent, first.deferred, second.failed) == (1, 1, 1)
+    assert [r.message["X-Funnel-Kind"] for r in smtp_server.received] == ["escalation"]
+    given_up = row(db, "broken")
+    assert given_up.failed_at == clock.now and given_up.sent_at is None and given_up.attempts == 2
+    assert "template 'escalation' does not render" in (given_up.last_error or "")
+    assert "'customer' is undefined" in (given_up.last_error or "")
 
 
 def test_given_a_crash_between_send_and_record_then_the_resend_carries_the_same_message_id(
