@@ -70,29 +70,58 @@ def names() -> tuple[str, ...]:
 
 
 _DATETIME = "$datetime"
-_PLAIN = (str, int, float, bool, type(None))
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+class _Unstorable(TypeError):
+    """A value JSON cannot hold; `where` grows key by key on the way out (paths are built only on error)."""
+
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(why)
+        self.where, self.why = where, why
 
 
 def store(context: Mapping[str, Any]) -> dict[str, Any]:
     """`context` as JSON can hold it, so the outbox can render it later exactly as it would have now."""
-    return {str(key): _stored(value, str(key)) for key, value in context.items()}
+    try:
+        return _mapping(context)
+    except _Unstorable as err:
+        raise TypeError(f"e-mail context {err.where.lstrip('.')}: {err.why}") from None
 
 
-def _stored(value: Any, where: str) -> Any:
-    if isinstance(value, _PLAIN):
+def _mapping(value: Mapping[Any, Any]) -> dict[str, Any]:
+    if _DATETIME in value:
+        raise _Unstorable("", f"the key {_DATETIME!r} is reserved")
+    out = {}
+    for key, item in value.items():
+        try:  # the common case (a plain value) costs one type lookup
+            out[str(key)] = item if type(item) in _PLAIN else _stored(item)
+        except _Unstorable as err:
+            err.where = f".{key}{err.where}"
+            raise
+    return out
+
+
+def _stored(value: Any) -> Any:
+    if type(value) in _PLAIN or isinstance(value, (str, int, float)):
         return value
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            raise TypeError(f"e-mail context {where}: a naive datetime; pass an aware one")
+            raise _Unstorable("", "a naive datetime; pass an aware one")
         return {_DATETIME: value.isoformat()}
     if isinstance(value, Mapping):
-        if _DATETIME in value:
-            raise TypeError(f"e-mail context {where}: the key {_DATETIME!r} is reserved")
-        return {str(k): _stored(v, f"{where}.{k}") for k, v in value.items()}
+        return _mapping(value)
     if isinstance(value, (list, tuple)):
-        return [_stored(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise TypeError(f"e-mail context {where}: a {type(value).__name__} cannot be stored; pass str, number, "
-                    "bool, None, datetime, list or dict")
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(item if type(item) in _PLAIN else _stored(item))
+            except _Unstorable as err:
+                err.where = f"[{i}]{err.where}"
+                raise
+        return out
+    raise _Unstorable("", f"a {type(value).__name__} cannot be stored; pass str, number, bool, None, datetime, "
+                          "list or dict")
 
 
 def restore(stored: Any) -> Any:
