@@ -32,6 +32,7 @@ from engine.db import is_postgres
 from engine.instances import RUNNING, ChangeEvent, Funnel
 from engine.models import AuditEvent, HumanTask, Instance
 from engine.models.sla import SlaClock, SlaDue
+from engine.models.types import UTCDateTime
 from engine.settings import get_settings
 from engine.sla import SlaListener, entries_of, keep_timers
 from engine.sla_mail import people_for, send_chase, send_escalation
@@ -82,10 +83,13 @@ class _Tick:
 
 def tick(funnel: Funnel, *, now: datetime, batch: int = 500, worker_id: str,
          base_url: str | None = None) -> TickResult:
-    """Fire everything due at `now`, each exactly once across all workers; loops until nothing is due.
+    """Fire everything due at `now`, each exactly once across all workers; loops while a pass was full.
 
     `worker_id` names this worker's claims (leases); `base_url` starts the links in e-mails
     (default: FUNNEL_BASE_URL); `batch` bounds one claim (and one firing transaction), not the tick.
+    A pass that took fewer than `batch` of each kind took everything due at `now` that was free: another
+    pass would only find rows freed or committed since, which the next tick takes (it costs a write
+    transaction and a query per tick, paid on every tick of a steady stream).
     """
     if now.tzinfo is None:
         raise ValueError("tick needs an aware `now`")
@@ -102,7 +106,7 @@ def tick(funnel: Funnel, *, now: datetime, batch: int = 500, worker_id: str,
         for instance_id in instances:
             run.done_instances.add(instance_id)
             _guard(run, f"instance {instance_id} timers", lambda i=instance_id: _fire_instance(run, i))
-        if not claimed and not instances:
+        if len(claimed) < run.batch and len(instances) < run.batch:
             return run.result
 
 
@@ -110,24 +114,34 @@ def next_due(engine: Engine) -> datetime | None:
     """When something next falls due (a pending escalation or a waiting timer), so a loop can sleep until then.
 
     A pending level can be taken at max(due_at, lease_until). Called before every tick with up to a million
-    pending rows, so three index reads, none a scan of the pending rows: the first free pending row by due
-    time (partial index ix_sla_due_pending), the earliest lease among the leased rows due before it (only
-    claimed rows lie there), and the first waiting timer of a running instance (ix_instance_timer_due).
+    pending rows, so one statement of three index reads, none a scan of the pending rows: the first free
+    pending row by due time (partial index ix_sla_due_pending), the earliest lease among the leased rows due
+    before it (only claimed rows lie there), and the first waiting timer of a running instance
+    (ix_instance_timer_due). One round trip: a loop that polls while a stream of deadlines falls due pays it
+    between every two ticks.
     """
-    due_at, lease = col(SlaDue.due_at), col(SlaDue.lease_until)
-    pending = col(SlaDue.fired_at).is_(None)
-    with Session(engine) as session:
-        free = sa.or_(lease.is_(None), lease <= due_at)
-        first_free = session.exec(select(due_at).where(pending, free).order_by(due_at).limit(1)).first()
-        leased = select(sa.func.min(lease)).where(pending, lease > due_at)
-        if first_free is not None:
-            leased = leased.where(due_at < first_free)
-        first_leased = session.exec(leased).one()
-        next_at = col(Instance.next_due_at)
-        first_timer = session.exec(select(next_at).where(next_at.isnot(None), Instance.status == RUNNING)
-                                   .order_by(next_at).limit(1)).first()
+    with engine.connect() as conn:
+        first_free, first_leased, first_timer = conn.execute(_NEXT_DUE).one()
     found = [_aware(t) for t in (first_free, first_leased, first_timer) if t is not None]
     return min(found) if found else None
+
+
+def _next_due_statement() -> sa.Select[Any]:
+    due = SlaDue.__table__.c  # type: ignore[attr-defined]
+    pending = due.fired_at.is_(None)
+    first_free = (sa.select(due.due_at).where(pending, sa.or_(due.lease_until.is_(None), due.lease_until <= due.due_at))
+                  .order_by(due.due_at).limit(1).scalar_subquery())
+    never = sa.literal(datetime(9999, 12, 31, tzinfo=UTC), UTCDateTime())
+    first_leased = (sa.select(sa.func.min(due.lease_until))
+                    .where(pending, due.lease_until > due.due_at, due.due_at < sa.func.coalesce(first_free, never))
+                    .scalar_subquery())
+    inst = Instance.__table__.c  # type: ignore[attr-defined]
+    first_timer = (sa.select(inst.next_due_at).where(inst.next_due_at.isnot(None), inst.status == RUNNING)
+                   .order_by(inst.next_due_at).limit(1).scalar_subquery())
+    return sa.select(first_free, first_leased, first_timer)
+
+
+_NEXT_DUE = _next_due_statement()
 
 
 def _aware(moment: Any) -> datetime:

@@ -78,7 +78,10 @@ def judge(definition: LoadedDefinition, due: Any, *, status: str, calendar: Busi
     figures = ledger.derive(calendar, entries, now=now, warning=warning, cycle=due.cycle)
     when = None
     if level is not None and figures.target is not None and figures.status != ledger.STOPPED:
-        when = ledger.reached(calendar, ledger.spans(entries, due.cycle), level.threshold(figures.target, warning))
+        if not level.after:  # the warning or the deadline itself: derive has just computed it
+            when = figures.warning_at if level.at == "warning" else figures.deadline
+        else:
+            when = ledger.reached(calendar, ledger.spans(entries, due.cycle), level.threshold(figures.target, warning))
     deadline = figures.deadline or calendar.add(now, max(figures.remaining or timedelta(0), timedelta(0)))
     if level is None or status != RUNNING or when is None or when > now:
         keep = level is not None and status == RUNNING and when is not None

@@ -119,9 +119,25 @@ def test_given_many_due_levels_then_one_claim_fires_them_all_in_one_transaction_
     assert {d.fired_at for d in all_due(funnel.engine) if d.id in {x.id for x in due}} == {wed(9)}
     mails = outbox(funnel.engine, "escalation")
     assert len(mails) == result.emails > 0 and len({m.dedupe_key for m in mails}) == len(mails)
-    # and it took a claim, one firing transaction and an empty claim: a few statements, not a few per row
-    assert seen["commits"] == 3
-    assert seen["statements"] <= 20  # 14 today, for 30 levels as for 600
+    # and it took a claim and one firing transaction (no second pass: the claim was not full), a few statements
+    assert seen["commits"] == 2
+    assert seen["statements"] <= 18  # 12 today, for 30 levels as for 600
+
+
+def test_given_more_due_than_a_batch_then_one_tick_takes_pass_after_pass_until_one_is_not_full(
+    funnel: Funnel, clock: FakeClock
+) -> None:
+    # given 150 due levels and batches of 50
+    desk_roster(funnel.engine)
+    clock.now = MONDAY_9AM
+    for _ in range(25):
+        ticket(funnel, tier="A", priority="urgent")
+    due = due_by(funnel, wed(9))
+    # when one tick runs
+    result = tick(funnel, now=wed(9), worker_id="w", batch=50)
+    # then it fired all of them: three full passes and a fourth that found nothing
+    assert sum(result.fired.values()) == len(due) == 150 and result.passes == 4
+    assert all(d.fired_at == wed(9) for d in all_due(funnel.engine) if d.id in {x.id for x in due})
 
 
 def test_given_the_same_busy_desk_then_a_batch_writes_exactly_what_firing_row_by_row_writes(
