@@ -675,7 +675,7 @@ def profile_burst(kind: str, workdir: Path, burst: int, *, instances: int = 2_00
             profiler.stop()
             head = (f"one tick() on {kind}: {result.total} fired, {result.emails} e-mails, {result.skipped} skipped, "
                     f"{len(result.failed)} failed in {elapsed:.2f} s ({result.total / elapsed:,.0f}/s)\n")
-            return head + profiler.output_text(unicode=False, color=False, show_all=False)
+            return head + profiler.output_text(unicode=False, color=False, show_all=bool(os.environ.get("SHOW_ALL")))
         finally:
             seeder.close()
 

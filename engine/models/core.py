@@ -15,11 +15,12 @@ from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel
 
 from engine.clock import utcnow
-from engine.models.types import timestamp
+from engine.models.types import PackedJSON, timestamp
 
-# Business data is queried (JSONB on PostgreSQL); workflow state and specs are opaque blobs (plain JSON).
+# Business data is queried (JSONB on PostgreSQL); workflow state and specs are opaque blobs: specs plain JSON
+# (one per definition version), a workflow's state deflated JSON (one per instance: engine.models.types).
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-# State must stay plain JSON: JSONB reorders keys (engine.spiff restores order-independently anyway).
+# Blobs must stay plain JSON text: JSONB reorders keys (engine.spiff restores order-independently anyway).
 BlobJSON = sa.JSON()
 
 
@@ -67,7 +68,7 @@ class Instance(SQLModel, table=True):
     # Set while the instance waits on the customer (SLA clocks pause); see Funnel.set_waiting.
     waiting_since: datetime | None = timestamp(nullable=True)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSONType, nullable=False))
-    state: dict[str, Any] = Field(sa_column=sa.Column(BlobJSON, nullable=False))
+    state: dict[str, Any] = Field(sa_column=sa.Column(PackedJSON(), nullable=False))
     row_version: int = Field(default=1, nullable=False)
     created_by: str = Field(max_length=200)
     created_at: datetime = timestamp(nullable=False, default=utcnow)

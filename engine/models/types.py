@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import zlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +28,36 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class PackedJSON(sa.types.TypeDecorator[dict[str, Any]]):
+    """A JSON document stored deflated (zlib) as bytes: for opaque blobs nothing queries inside.
+
+    A workflow's state is ~3.7 KB of JSON that compresses to ~1 KB (PostgreSQL's own TOAST compression
+    got it to ~1.3 KB; SQLite stores text as it is). Deflating costs ~25 us per write and inflating
+    ~7 us per read, against a ~2 ms advance; the smaller row also means less WAL per commit. Key order
+    is kept (the text is compressed as written).
+    """
+
+    impl = sa.LargeBinary
+    cache_ok = True
+    LEVEL = 6  # zlib's default: level 1 saves ~8 us per write for ~7% more bytes
+
+    def process_bind_param(self, value: dict[str, Any] | None, dialect: sa.Dialect) -> bytes | None:
+        return None if value is None else pack(value)
+
+    def process_result_value(self, value: bytes | None, dialect: sa.Dialect) -> dict[str, Any] | None:
+        return None if value is None else unpack(value)
+
+
+def pack(value: Any) -> bytes:
+    """A document as PackedJSON stores it."""
+    return zlib.compress(json.dumps(value, separators=(",", ":")).encode(), PackedJSON.LEVEL)
+
+
+def unpack(stored: bytes) -> Any:
+    """The document PackedJSON stored (bytes, or a memoryview as some drivers hand back)."""
+    return json.loads(zlib.decompress(stored))
 
 
 def timestamp(**kw: Any) -> Any:
