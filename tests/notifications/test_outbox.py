@@ -228,6 +228,31 @@ def test_given_the_migrated_schema_then_the_notification_tables_match_the_models
     assert ours == []
 
 
+def test_given_some_keys_exist_then_enqueue_many_adds_only_the_new_ones_with_every_field(db: Engine) -> None:
+    # given one message already queued
+    with Session(db) as session:
+        outbox.enqueue(session, **message("k1", subject="first"))
+        session.commit()
+    # when a batch repeats it beside a literal and a templated new one
+    later = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    with Session(db) as session:
+        added = outbox.enqueue_many(session, [message("k1", subject="again"), message("k2", ref=None, html=None,
+                                                                                    created_at=later),
+                                              templated("k3", to=["a@x.io", "b@x.io"])])
+        session.commit()
+    # then two were added, the first is untouched, and each new row holds exactly what enqueue would store
+    assert added == 2
+    got = {r.dedupe_key: r for r in rows(db)}
+    assert got["k1"].subject == "first"
+    k2, k3 = got["k2"], got["k3"]
+    assert (k2.subject, k2.text, k2.html, k2.ref, k2.template, k2.context) == ("Breached: Acme", "late", None, None,
+                                                                                None, None)
+    assert (k2.created_at, k2.next_attempt_at, k2.attempts, k2.recipients) == (later, later, 0, ["ann@example.com"])
+    assert (k3.template, k3.subject, k3.recipients, k3.ref) == ("escalation", None, ["a@x.io", "b@x.io"],
+                                                                 "instance:1")
+    assert outbox.content(k3) == render("escalation", escalation_context())
+
+
 def test_given_queued_mail_when_the_outbox_migration_runs_up_and_down_then_every_message_stays_sendable(
         db_url: str) -> None:
     # given a database before revision 0011 with a rendered message queued
