@@ -655,8 +655,8 @@ def _fig(s: dict[str, Any]) -> str:
             f"insert={s['insert_s']} s waited={s['waited_s']} s")
 
 
-def profile_burst(kind: str, workdir: Path, burst: int, *, instances: int = 2_000, deadlines: int = 20_000) -> str:
-    """pyinstrument over one tick() call that fires a burst of `burst` rows (in this process)."""
+def profile_burst(kind: str, workdir: Path, burst: int, *, instances: int, deadlines: int) -> str:
+    """pyinstrument over one tick() call that fires a burst of `burst` rows (in this process), seeded at size."""
     from pyinstrument import Profiler
 
     from engine.ticker import tick
@@ -688,13 +688,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Scenario 3: timer lateness at 2,000/s and a burst, vs a floor")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--kind", choices=("sqlite", "postgresql"), help="only this database")
-    parser.add_argument("--profile", choices=("sqlite", "postgresql"), help="profile one tick() on a burst instead")
+    parser.add_argument("--profile", choices=("sqlite", "postgresql"),
+                        help="profile one tick() on a burst instead (seeded at full size unless --quick)")
     parser.add_argument("--burst", type=int, default=5_000, help="--profile: rows in the burst")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # clean up (processes, databases) on kill too
     with tempfile.TemporaryDirectory() as tmp:
         if args.profile:
-            print(profile_burst(args.profile, Path(tmp), args.burst))
+            sizes = Sizes.of(args.quick)
+            print(profile_burst(args.profile, Path(tmp), args.burst, instances=sizes.instances,
+                                deadlines=sizes.deadlines))
             return
         started = time.perf_counter()
         kinds = (args.kind,) if args.kind else ("sqlite", "postgresql")

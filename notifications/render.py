@@ -103,7 +103,10 @@ def _mapping(value: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 def _stored(value: Any) -> Any:
-    if type(value) in _PLAIN or isinstance(value, (str, int, float)):
+    kind = type(value)  # exact types first: this runs for every value of every queued e-mail
+    if kind is dict:
+        return _mapping(value)
+    if kind in _PLAIN or isinstance(value, (str, int, float)):
         return value
     if isinstance(value, datetime):
         if value.tzinfo is None:
