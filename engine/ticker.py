@@ -32,7 +32,6 @@ from engine.db import is_postgres
 from engine.instances import RUNNING, ChangeEvent, Funnel
 from engine.models import AuditEvent, HumanTask, Instance
 from engine.models.sla import SlaClock, SlaDue
-from engine.models.types import UTCDateTime
 from engine.settings import get_settings
 from engine.sla import SlaListener, entries_of, keep_timers
 from engine.sla_mail import people_for, send_chase, send_escalation
@@ -115,10 +114,10 @@ def next_due(engine: Engine) -> datetime | None:
 
     A pending level can be taken at max(due_at, lease_until). Called before every tick with up to a million
     pending rows, so one statement of three index reads, none a scan of the pending rows: the first free
-    pending row by due time (partial index ix_sla_due_pending), the earliest lease among the leased rows due
-    before it (only claimed rows lie there), and the first waiting timer of a running instance
-    (ix_instance_timer_due). One round trip: a loop that polls while a stream of deadlines falls due pays it
-    between every two ticks.
+    pending row by due time (partial index ix_sla_due_pending), the earliest lease that ends after its row's
+    due time (ix_sla_due_leased holds only the leased pending rows), and the first waiting timer of a running
+    instance (ix_instance_timer_due). One round trip: a loop that polls while a stream of deadlines falls due
+    pays it between every two ticks.
     """
     with engine.connect() as conn:
         first_free, first_leased, first_timer = conn.execute(_NEXT_DUE).one()
@@ -131,10 +130,10 @@ def _next_due_statement() -> sa.Select[Any]:
     pending = due.fired_at.is_(None)
     first_free = (sa.select(due.due_at).where(pending, sa.or_(due.lease_until.is_(None), due.lease_until <= due.due_at))
                   .order_by(due.due_at).limit(1).scalar_subquery())
-    never = sa.literal(datetime(9999, 12, 31, tzinfo=UTC), UTCDateTime())
-    first_leased = (sa.select(sa.func.min(due.lease_until))
-                    .where(pending, due.lease_until > due.due_at, due.due_at < sa.func.coalesce(first_free, never))
-                    .scalar_subquery())
+    # ordered by lease and limited (not min()) so both databases walk ix_sla_due_leased from its start
+    first_leased = (sa.select(due.lease_until)
+                    .where(pending, due.lease_until.isnot(None), due.lease_until > due.due_at)
+                    .order_by(due.lease_until).limit(1).scalar_subquery())
     inst = Instance.__table__.c  # type: ignore[attr-defined]
     first_timer = (sa.select(inst.next_due_at).where(inst.next_due_at.isnot(None), inst.status == RUNNING)
                    .order_by(inst.next_due_at).limit(1).scalar_subquery())

@@ -61,6 +61,9 @@ class SlaClockEvent(SQLModel, table=True):
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSONType, nullable=False))
 
 
+LEASED = "fired_at IS NULL AND lease_until IS NOT NULL"
+
+
 class SlaDue(SQLModel, table=True):
     """One escalation level of one clock cycle: pending until the ticker fires it (once), then the record."""
 
@@ -69,6 +72,9 @@ class SlaDue(SQLModel, table=True):
         sa.UniqueConstraint("clock_id", "cycle", "level", name="uq_sla_due_clock_cycle_level"),
         sa.Index("ix_sla_due_pending", "due_at", postgresql_where=sa.text("fired_at IS NULL"),
                  sqlite_where=sa.text("fired_at IS NULL")),
+        # the pending rows a worker holds (few): engine.ticker.next_due's earliest lease
+        sa.Index("ix_sla_due_leased", "lease_until", postgresql_where=sa.text(LEASED),
+                 sqlite_where=sa.text(LEASED)),
     )
 
     id: int | None = Field(default=None, primary_key=True)
