@@ -64,7 +64,7 @@ class Instance(SQLModel, table=True):
     customer_tier: str | None = Field(default=None, max_length=1)
     amount: float | None = None
     probability: float | None = None
-    next_due_at: datetime | None = timestamp(nullable=True, index=True)
+    next_due_at: datetime | None = timestamp(nullable=True)  # indexed with status: ix_instance_timer_due
     # Set while the instance waits on the customer (SLA clocks pause); see Funnel.set_waiting.
     waiting_since: datetime | None = timestamp(nullable=True)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSONType, nullable=False))

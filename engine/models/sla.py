@@ -26,7 +26,7 @@ class SlaClock(SQLModel, table=True):
     __table_args__ = (sa.UniqueConstraint("instance_id", "key", name="uq_sla_clock_instance_key"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    instance_id: int = Field(foreign_key="instance.id", index=True)
+    instance_id: int = Field(foreign_key="instance.id")  # uq_sla_clock_instance_key leads with instance_id
     key: str = Field(max_length=120)  # the clock's name, plus ":<task uuid>" for a per-task clock
     name: str = Field(max_length=40)
     title: str = Field(max_length=300)
@@ -78,8 +78,8 @@ class SlaDue(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    clock_id: int = Field(foreign_key="sla_clock.id", index=True)
-    instance_id: int = Field(foreign_key="instance.id", index=True)
+    clock_id: int = Field(foreign_key="sla_clock.id")  # uq_sla_due_clock_cycle_level leads with clock_id
+    instance_id: int = Field(foreign_key="instance.id")  # escalation rows are never selected by instance
     cycle: int
     level: str = Field(max_length=40)
     severity: int  # 0 warning, 1 breach, 2+ escalation
