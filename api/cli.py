@@ -38,7 +38,7 @@ def migrate() -> None:
     from engine.db import migrate as run
 
     settings = get_settings()
-    run(make_engine(settings.database_url))
+    run(make_engine(settings.database_url, durable=settings.sqlite_durable))
     typer.echo(f"database at {settings.database_url} is up to date")
 
 

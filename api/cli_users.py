@@ -21,7 +21,8 @@ ACTOR = "cli"
 def _engine() -> Engine:
     from engine.db import make_engine, migrate
 
-    engine = make_engine(get_settings().database_url)
+    settings = get_settings()
+    engine = make_engine(settings.database_url, durable=settings.sqlite_durable)
     migrate(engine)
     return engine
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -26,7 +27,7 @@ def main(n: int = 150) -> None:
     elapsed = time.perf_counter() - start
     profiler.stop()
     print(f"{elapsed / (n * len(STAGE_DATA)) * 1000:.3f} ms per advance")
-    print(profiler.output_text(unicode=False, color=False))
+    print(profiler.output_text(unicode=False, color=False, show_all=bool(os.environ.get("SHOW_ALL"))))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def listeners(settings: Settings) -> list[ChangeListener]:
 
 def open_funnel(settings: Settings, *, clock: Callable[[], datetime] = utcnow, sync: bool = True) -> Funnel:
     """Migrate the database, publish changed workflow files as new versions, return the engine."""
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, durable=settings.sqlite_durable)
     migrate(engine)
     store = DefinitionStore(engine, cache_size=settings.definition_cache_size)
     if sync:

@@ -20,25 +20,38 @@ from sqlalchemy.engine import Engine
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets readers run beside the writer; busy_timeout makes writers queue instead of failing."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_pragmas(durable: bool) -> Any:
+    """WAL lets readers run beside the writer; busy_timeout makes writers queue instead of failing.
+
+    `synchronous=FULL` (durable, the default) syncs the WAL at every commit, so a committed change survives a
+    power cut or an OS crash; NORMAL syncs only at checkpoints: a commit survives the process dying, but a
+    power cut may take the last commits with it. FULL cost ~0.23 ms per commit here (NORMAL 0.04 ms).
+    """
+
+    def connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return connect
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create the SQLAlchemy engine for `url`, creating the SQLite file's folder when needed."""
+def make_engine(url: str, *, durable: bool = True, **kwargs: Any) -> Engine:
+    """Create the SQLAlchemy engine for `url`, creating the SQLite file's folder when needed.
+
+    `durable` (FUNNEL_SQLITE_DURABLE) only concerns SQLite: whether each commit survives a power cut (see
+    _sqlite_pragmas); PostgreSQL commits are durable by its own configuration (synchronous_commit).
+    """
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 10}, **kwargs)
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "connect", _sqlite_pragmas(durable))
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return sa.create_engine(url, **kwargs)
