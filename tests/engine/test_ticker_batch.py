@@ -100,16 +100,22 @@ def row_by_row(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------- one batch, one transaction
 
 
+def urgent_tickets(funnel: Funnel, clock: FakeClock, count: int = 25) -> list[SlaDue]:
+    """`count` urgent A-tier tickets opened Monday 09:00; the levels due by Wednesday 09:00 (6 each)."""
+    desk_roster(funnel.engine)
+    clock.now = MONDAY_9AM
+    for _ in range(count):
+        ticket(funnel, tier="A", priority="urgent")
+    due = due_by(funnel, wed(9))
+    assert len(due) == count * 6
+    return due
+
+
 def test_given_many_due_levels_then_one_claim_fires_them_all_in_one_transaction_each_once(
     funnel: Funnel, clock: FakeClock
 ) -> None:
     # given 25 urgent A-tier tickets from Monday 09:00: 150 levels are due by Wednesday 09:00
-    desk_roster(funnel.engine)
-    clock.now = MONDAY_9AM
-    for _ in range(25):
-        ticket(funnel, tier="A", priority="urgent")
-    due = due_by(funnel, wed(9))
-    assert len(due) == 25 * 6
+    due = urgent_tickets(funnel, clock)
     # when one tick claims them all in one batch
     with counting(funnel) as seen:
         result = tick(funnel, now=wed(9), worker_id="w", batch=500)
@@ -128,11 +134,7 @@ def test_given_more_due_than_a_batch_then_one_tick_takes_pass_after_pass_until_o
     funnel: Funnel, clock: FakeClock
 ) -> None:
     # given 150 due levels and batches of 50
-    desk_roster(funnel.engine)
-    clock.now = MONDAY_9AM
-    for _ in range(25):
-        ticket(funnel, tier="A", priority="urgent")
-    due = due_by(funnel, wed(9))
+    due = urgent_tickets(funnel, clock)
     # when one tick runs
     result = tick(funnel, now=wed(9), worker_id="w", batch=50)
     # then it fired all of them: three full passes and a fourth that found nothing
