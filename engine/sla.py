@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col
 
@@ -236,6 +237,10 @@ _INSERT_CLOCK = sa.insert(_CLOCK).returning(_CLOCK.c.id)
 _INSERT_EVENT = sa.insert(_EVENT)
 _ENTRIES = (sa.select(_EVENT.c.clock_id, _EVENT.c.kind, _EVENT.c.at, _EVENT.c.cycle, _EVENT.c.target_seconds)
             .where(_EVENT.c.clock_id.in_(sa.bindparam("b_ids", expanding=True))).order_by(_EVENT.c.id))
+# PostgreSQL: the ids as one array (engine.db.among says why); a ticker batch reads hundreds of ledgers at once
+_ENTRIES_ANY = (sa.select(*_ENTRIES.selected_columns)
+                .where(_EVENT.c.clock_id == sa.any_(sa.bindparam("b_ids", type_=postgresql.ARRAY(sa.Integer))))
+                .order_by(_EVENT.c.id))
 _DUE_OF = (sa.select(_DUE.c.id, _DUE.c.clock_id, _DUE.c.cycle, _DUE.c.level, _DUE.c.due_at, _DUE.c.fired_at)
            .where(_DUE.c.clock_id.in_(sa.bindparam("b_ids", expanding=True))))
 _INSERT_DUE = sa.insert(_DUE)
@@ -269,7 +274,9 @@ def entries_of(session: Session, clock_ids: Iterable[int]) -> dict[int, list[led
     out: dict[int, list[ledger.Entry]] = {i: [] for i in ids}
     if not ids:
         return out
-    for clock_id, kind, at, cycle, seconds in session.connection().execute(_ENTRIES, {"b_ids": ids}):
+    conn = session.connection()
+    stmt = _ENTRIES_ANY if conn.dialect.name == "postgresql" else _ENTRIES
+    for clock_id, kind, at, cycle, seconds in conn.execute(stmt, {"b_ids": ids}):
         out[clock_id].append(ledger.Entry(kind, at, cycle, _target(seconds)))
     return out
 

@@ -28,6 +28,7 @@ from sqlmodel import Session
 
 from engine import sla_ledger as ledger
 from engine.calendar import BusinessCalendar, format_business
+from engine.db import among
 from engine.definitions import LoadedDefinition
 from engine.instances import RUNNING, Funnel
 from engine.models import AuditEvent, HumanTask, Instance
@@ -146,7 +147,8 @@ class _Batch:
 
     def take(self, due_ids: Sequence[int], worker: str) -> list[Row[Any]]:
         """The guarded UPDATE: the rows still pending and claimed by `worker`, now marked fired, in claim order."""
-        mine = sa.and_(_DUE.c.id.in_(due_ids), _DUE.c.fired_at.is_(None), _DUE.c.claimed_by == worker)
+        dialect = self.session.get_bind().dialect
+        mine = sa.and_(among(_DUE.c.id, due_ids, dialect), _DUE.c.fired_at.is_(None), _DUE.c.claimed_by == worker)
         if self.session.get_bind().dialect.name == "postgresql":
             mine = _DUE.c.id.in_(sa.select(_DUE.c.id).where(mine).with_for_update(skip_locked=True).scalar_subquery())
         stmt = (sa.update(_DUE).where(mine).values(fired_at=self.now)
@@ -158,7 +160,8 @@ class _Batch:
 
     def _untaken(self, ids: list[int], worker: str) -> list[int]:
         """Claimed rows the SKIP LOCKED left out that may still be pending (a concurrent change holds them)."""
-        stmt = sa.select(_DUE.c.id).where(_DUE.c.id.in_(ids), _DUE.c.fired_at.is_(None), _DUE.c.claimed_by == worker)
+        stmt = sa.select(_DUE.c.id).where(among(_DUE.c.id, ids, self.session.get_bind().dialect),
+                                          _DUE.c.fired_at.is_(None), _DUE.c.claimed_by == worker)
         pending = set(self.session.execute(stmt).scalars())
         return [i for i in ids if i in pending]
 
@@ -166,12 +169,14 @@ class _Batch:
         """Everything the decisions read, one query per table for the whole batch."""
         clock_ids = sorted({d.clock_id for d in taken})
         instance_ids = sorted({d.instance_id for d in taken})
+        dialect = self.session.get_bind().dialect
         c = _CLOCK.c
-        stmt = sa.select(c.id, c.name, c.title, c.task_uuid, c.calendar, c.warning_ratio).where(c.id.in_(clock_ids))
+        stmt = sa.select(c.id, c.name, c.title, c.task_uuid, c.calendar, c.warning_ratio).where(
+            among(c.id, clock_ids, dialect))
         self.clocks = {row.id: row for row in self.session.execute(stmt)}
         i = _INSTANCE.c
         stmt = sa.select(i.id, i.workflow, i.definition_version_id, i.stage, i.status, i.assignee, i.customer_id,
-                         i.customer_tier, i.data, i.row_version).where(i.id.in_(instance_ids))
+                         i.customer_tier, i.data, i.row_version).where(among(i.id, instance_ids, dialect))
         self.instances = {row.id: row for row in self.session.execute(stmt)}
         self.entries = entries_of(self.session, clock_ids)
         uuids = sorted({row.task_uuid for row in self.clocks.values() if row.task_uuid})
@@ -181,7 +186,7 @@ class _Batch:
             # chose to walk the task_uuid index or the whole table (66 ms per 500 levels at 100k instances)
             wanted = set(uuids)
             stmt = sa.select(t.id, t.instance_id, t.task_uuid, t.status, t.assignee, t.team).where(
-                t.instance_id.in_(instance_ids))
+                among(t.instance_id, instance_ids, dialect))
             for row in sorted(self.session.execute(stmt), key=lambda r: r.id):
                 if row.task_uuid in wanted:
                     self.tasks.setdefault((row.instance_id, row.task_uuid), row)
@@ -189,7 +194,7 @@ class _Batch:
                           if row.customer_id and not row.data.get("customer_name")})
         if unnamed:
             table = Customer.__table__  # type: ignore[attr-defined]
-            stmt = sa.select(table.c.id, table.c.name).where(table.c.id.in_(unnamed))
+            stmt = sa.select(table.c.id, table.c.name).where(among(table.c.id, unnamed, dialect))
             self.customers = {row.id: row.name for row in self.session.execute(stmt)}
         holders = [row.assignee for row in self.instances.values()]
         holders += [row.assignee for row in self.tasks.values()]
@@ -250,12 +255,13 @@ class _Batch:
         """Put back, move and drop what did not fire; insert the audit entries and the e-mails."""
         pending = dict(fired_at=None, claimed_by=None, lease_until=None)
         if self.put_back:  # still claimed by this worker: retried once the lease runs out, like a failed row
-            self.session.execute(sa.update(_DUE).where(_DUE.c.id.in_(self.put_back)).values(fired_at=None))
+            self.session.execute(sa.update(_DUE).where(among(_DUE.c.id, self.put_back, self.session.get_bind().dialect))
+                                 .values(fired_at=None))
         if self.moved:
             stmt = sa.update(_DUE).where(_DUE.c.id == sa.bindparam("b_id"))
             self.session.execute(stmt.values(due_at=sa.bindparam("b_due_at"), **pending), self.moved)
         if self.dropped:
-            self.session.execute(sa.delete(_DUE).where(_DUE.c.id.in_(self.dropped)))
+            self.session.execute(sa.delete(_DUE).where(among(_DUE.c.id, self.dropped, self.session.get_bind().dialect)))
         self.outcome.skipped = len(self.moved) + len(self.dropped)
         if self.audit:
             self.session.execute(sa.insert(_AUDIT), self.audit)

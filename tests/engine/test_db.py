@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine.bootstrap import open_funnel
+from engine.db import among, make_engine
 from engine.settings import Settings
 
 FULL, NORMAL = 2, 1  # PRAGMA synchronous answers with numbers
@@ -47,3 +48,26 @@ def test_given_a_durability_setting_that_is_not_a_boolean_then_it_is_refused_wit
     monkeypatch.setenv("FUNNEL_SQLITE_DURABLE", "sometimes")
     with pytest.raises(ValueError, match="sqlite_durable"):
         Settings()
+
+
+@pytest.mark.parametrize("ids", [[], [2], [1, 3, 99], list(range(1, 600))])
+def test_given_ids_then_among_selects_what_an_in_list_selects(db_url: str, ids: list[int]) -> None:
+    # given a table of five rows
+    engine = make_engine(db_url)
+    table = sa.Table("among_t", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True),
+                     sa.Column("name", sa.String(20)))
+    try:
+        with engine.begin() as conn:
+            table.create(conn)
+            conn.execute(sa.insert(table), [{"id": i, "name": f"n{i}"} for i in range(1, 6)])
+        # when both ask for the same ids
+        with engine.connect() as conn:
+            got = conn.execute(sa.select(table.c.id).where(among(table.c.id, ids, engine.dialect))).scalars().all()
+            names = conn.execute(sa.select(table.c.id).where(
+                among(table.c.name, [f"n{i}" for i in ids], engine.dialect))).scalars().all()
+        # then the same rows come back (one bound array on PostgreSQL, an IN list on SQLite)
+        assert sorted(got) == sorted(names) == [i for i in range(1, 6) if i in ids]
+    finally:
+        with engine.begin() as conn:
+            table.drop(conn, checkfirst=True)
+        engine.dispose()
