@@ -130,6 +130,7 @@ class _Batch:
     def __init__(self, funnel: Funnel, session: Session, *, now: datetime, calendars: Calendars,
                  base_url: str) -> None:
         self.funnel, self.session, self.now = funnel, session, now
+        self.dialect = session.get_bind().dialect
         self.calendars, self.base_url = calendars, base_url
         self.outcome = BatchOutcome()
         self.people = Directory(session)
@@ -147,21 +148,20 @@ class _Batch:
 
     def take(self, due_ids: Sequence[int], worker: str) -> list[Row[Any]]:
         """The guarded UPDATE: the rows still pending and claimed by `worker`, now marked fired, in claim order."""
-        dialect = self.session.get_bind().dialect
-        mine = sa.and_(among(_DUE.c.id, due_ids, dialect), _DUE.c.fired_at.is_(None), _DUE.c.claimed_by == worker)
-        if self.session.get_bind().dialect.name == "postgresql":
+        mine = sa.and_(among(_DUE.c.id, due_ids, self.dialect), _DUE.c.fired_at.is_(None), _DUE.c.claimed_by == worker)
+        if self.dialect.name == "postgresql":
             mine = _DUE.c.id.in_(sa.select(_DUE.c.id).where(mine).with_for_update(skip_locked=True).scalar_subquery())
         stmt = (sa.update(_DUE).where(mine).values(fired_at=self.now)
                 .returning(_DUE.c.id, _DUE.c.clock_id, _DUE.c.instance_id, _DUE.c.cycle, _DUE.c.level))
         rows = {row.id: row for row in self.session.execute(stmt)}
-        if self.session.get_bind().dialect.name == "postgresql" and len(rows) < len(due_ids):
+        if self.dialect.name == "postgresql" and len(rows) < len(due_ids):
             self.outcome.untaken = self._untaken([i for i in due_ids if i not in rows], worker)
         return [rows[i] for i in due_ids if i in rows]
 
     def _untaken(self, ids: list[int], worker: str) -> list[int]:
         """Claimed rows the SKIP LOCKED left out that may still be pending (a concurrent change holds them)."""
-        stmt = sa.select(_DUE.c.id).where(among(_DUE.c.id, ids, self.session.get_bind().dialect),
-                                          _DUE.c.fired_at.is_(None), _DUE.c.claimed_by == worker)
+        stmt = sa.select(_DUE.c.id).where(among(_DUE.c.id, ids, self.dialect), _DUE.c.fired_at.is_(None),
+                                          _DUE.c.claimed_by == worker)
         pending = set(self.session.execute(stmt).scalars())
         return [i for i in ids if i in pending]
 
@@ -169,7 +169,7 @@ class _Batch:
         """Everything the decisions read, one query per table for the whole batch."""
         clock_ids = sorted({d.clock_id for d in taken})
         instance_ids = sorted({d.instance_id for d in taken})
-        dialect = self.session.get_bind().dialect
+        dialect = self.dialect
         c = _CLOCK.c
         stmt = sa.select(c.id, c.name, c.title, c.task_uuid, c.calendar, c.warning_ratio).where(
             among(c.id, clock_ids, dialect))
@@ -255,13 +255,13 @@ class _Batch:
         """Put back, move and drop what did not fire; insert the audit entries and the e-mails."""
         pending = dict(fired_at=None, claimed_by=None, lease_until=None)
         if self.put_back:  # still claimed by this worker: retried once the lease runs out, like a failed row
-            self.session.execute(sa.update(_DUE).where(among(_DUE.c.id, self.put_back, self.session.get_bind().dialect))
+            self.session.execute(sa.update(_DUE).where(among(_DUE.c.id, self.put_back, self.dialect))
                                  .values(fired_at=None))
         if self.moved:
             stmt = sa.update(_DUE).where(_DUE.c.id == sa.bindparam("b_id"))
             self.session.execute(stmt.values(due_at=sa.bindparam("b_due_at"), **pending), self.moved)
         if self.dropped:
-            self.session.execute(sa.delete(_DUE).where(among(_DUE.c.id, self.dropped, self.session.get_bind().dialect)))
+            self.session.execute(sa.delete(_DUE).where(among(_DUE.c.id, self.dropped, self.dialect)))
         self.outcome.skipped = len(self.moved) + len(self.dropped)
         if self.audit:
             self.session.execute(sa.insert(_AUDIT), self.audit)
