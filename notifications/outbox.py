@@ -120,7 +120,7 @@ def _row(*, dedupe_key: str, to: str | Sequence[str], created_at: datetime, kind
         if subject is not None or text is not None or html is not None:
             raise ValueError("give a template and its context, or a subject and a text, not both")
         if template not in names():
-            raise TemplateNotFound(f"no e-mail template {template!r}; there are: {', '.join(names())}")
+            raise TemplateNotFound(template)
         if not isinstance(context, Mapping):
             raise ValueError(f"template {template!r} needs its context as a mapping, got {type(context).__name__}")
         row.update(template=template, context=store(context))

@@ -51,6 +51,9 @@ class Rendered(NamedTuple):
 class TemplateNotFound(LookupError):
     """No such e-mail template; the message lists the ones there are."""
 
+    def __init__(self, template: str) -> None:
+        super().__init__(f"no e-mail template {template!r}; there are: {', '.join(names())}")
+
 
 def render(template: str, context: Mapping[str, Any]) -> Rendered:
     """Render the subject, plain text and HTML of `template` with one context."""
@@ -58,7 +61,7 @@ def render(template: str, context: Mapping[str, Any]) -> Rendered:
     try:
         parts = [env.get_template(f"{template}.{part}.j2") for part in ("subject", "txt", "html")]
     except jinja2.TemplateNotFound as err:
-        raise TemplateNotFound(f"no e-mail template {template!r}; there are: {', '.join(names())}") from err
+        raise TemplateNotFound(template) from err
     subject, text, html = (t.render(context) for t in parts)
     return Rendered(" ".join(subject.split()), text.strip() + "\n", html.strip() + "\n")
 
