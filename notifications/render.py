@@ -17,6 +17,7 @@ Stored contexts (the outbox keeps a template's context as JSON and renders at de
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,7 +74,7 @@ def names() -> tuple[str, ...]:
 
 
 _DATETIME = "$datetime"
-_PLAIN = frozenset({str, int, float, bool, type(None)})
+_PLAIN = frozenset({str, int, bool, type(None)})  # floats are checked: JSON (and PostgreSQL) has no NaN
 
 
 class _Unstorable(TypeError):
@@ -109,7 +110,11 @@ def _stored(value: Any) -> Any:
     kind = type(value)  # exact types first: this runs for every value of every queued e-mail
     if kind is dict:
         return _mapping(value)
-    if kind in _PLAIN or isinstance(value, (str, int, float)):
+    if kind is float or isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Unstorable("", f"{value} is not a number JSON can hold")
+        return float(value)
+    if kind in _PLAIN or isinstance(value, (str, int)):
         return value
     if isinstance(value, datetime):
         if value.tzinfo is None:

@@ -159,5 +159,7 @@ def test_given_a_context_json_cannot_hold_then_store_names_the_key() -> None:
         store({"item": {"when": datetime(2026, 11, 23, 9, 0)}})
     with pytest.raises(TypeError, match=r"also_told\[1\]: a set cannot be stored"):
         store({"also_told": ["ann", {"sam"}]})
+    with pytest.raises(TypeError, match=r"sla\.business_seconds_left: nan is not a number JSON can hold"):
+        store({"sla": {"business_seconds_left": float("nan")}})
     with pytest.raises(TypeError, match=r"reserved"):
         store({"sla": {"$datetime": "2026-11-23T09:00:00+00:00"}})
