@@ -108,6 +108,7 @@ class AuditEvent(SQLModel, table=True):
     kind: str = Field(max_length=40)  # created | advanced | moved_back | skipped
     from_stage: str | None = Field(default=None, max_length=200)
     to_stage: str | None = Field(default=None, max_length=200)
-    changes: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSONType, nullable=False))
+    # packed (0015): an assignment's explanation is ~1 KB of JSON; nothing queries inside it
+    changes: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(PackedJSON(), nullable=False))
     reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     row_version: int
