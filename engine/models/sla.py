@@ -34,7 +34,7 @@ class SlaClock(SQLModel, table=True):
     calendar: str = Field(max_length=100)
     warning_ratio: float
     cycle: int = Field(default=1, nullable=False)
-    status: str = Field(max_length=20, index=True)  # running | paused | stopped
+    status: str = Field(max_length=20)  # running | paused | stopped (never an index: only `<> stopped` is asked)
     target_seconds: float | None = None
     started_at: datetime = timestamp(nullable=False)
     stopped_at: datetime | None = timestamp(nullable=True)
@@ -50,7 +50,7 @@ class SlaClockEvent(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     clock_id: int = Field(foreign_key="sla_clock.id", index=True)
-    instance_id: int = Field(foreign_key="instance.id", index=True)
+    instance_id: int = Field(foreign_key="instance.id")  # the ledger is read by clock, never by instance
     at: datetime = timestamp(nullable=False)
     kind: str = Field(max_length=20)
     cycle: int
