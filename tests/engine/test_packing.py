@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -82,6 +83,19 @@ def test_given_any_json_document_when_packed_and_unpacked_then_it_is_the_same_in
     # then
     assert back == value
     assert json.dumps(back) == json.dumps(value)
+
+
+def test_given_many_threads_packing_at_once_then_each_gets_the_same_bytes_as_one_thread() -> None:
+    # given documents of different sizes and one thread's packing of them
+    docs = [{"n": i, "text": "Time in stage: Qualification " * (i % 7), "tasks": list(range(i % 50))}
+            for i in range(400)]
+    expected = [pack(d) for d in docs]
+    # when eight threads pack them at once (all copying the one primed compressor)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(pack, docs))
+    # then
+    assert got == expected
+    assert [unpack(b) for b in got] == docs
 
 
 def test_given_a_document_packed_before_dictionaries_then_it_still_reads() -> None:
