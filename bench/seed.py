@@ -404,11 +404,11 @@ class Seeder:
 
 
 def ts_sql(kind: str, micros: str) -> str:
-    """SQL turning epoch microseconds into the backend's timestamp (SQLite: SQLAlchemy's text format)."""
+    """SQL turning epoch microseconds into the backend's timestamp (SQLite stores them as they are:
+    notifications.models.UTCDateTime)."""
     if kind == "postgresql":
         return f"(to_timestamp(({micros}) / 1000000) + (({micros}) % 1000000) * interval '1 microsecond')"
-    return (f"(strftime('%Y-%m-%d %H:%M:%S', ({micros}) / 1000000, 'unixepoch') "
-            f"|| printf('.%06d', ({micros}) % 1000000))")
+    return f"({micros})"
 
 
 def seed(url: str, *, instances: int, deadlines: int, templates: int = 8) -> Seeder:

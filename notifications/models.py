@@ -1,12 +1,13 @@
 """Tables owned by notifications: the e-mail outbox and the background workers' heartbeat.
 
 Registered on SQLModel.metadata (engine.models imports this module so Alembic sees it). The package
-must not import `engine`, so the aware-UTC column type and the JSON variant are restated here.
+must not import `engine`, so the aware-UTC column type is defined here (and used by engine.models too),
+and the JSON variant is restated.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,22 +17,55 @@ from sqlmodel import Field, SQLModel
 JSONList = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
+class _Micros(sa.types.UserDefinedType[int]):
+    """SQLite's storage of a UTCDateTime: an integer, declared DATETIME as the migrations created it."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "DATETIME"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """Aware UTC datetimes on every backend (SQLite drops the zone; it is put back on the way out)."""
+    """Aware UTC datetimes on every backend; on SQLite, stored as microseconds since the epoch.
+
+    PostgreSQL keeps a timestamptz (8 bytes). SQLite has no time type: SQLAlchemy writes the text
+    '2026-11-23 15:18:34.071173' (26 bytes) and parses it back per value. An integer takes 8 bytes and
+    compares as a number; with ~45 timestamps and index entries per open instance, that is ~800 bytes
+    each (bench.size). Rows written before migration 0017 held the text; reading still accepts it.
+    The one column type of the engine and notifications (engine.models.types re-exports it).
+    """
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_Micros())
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | int | None:
         if value is None:
             return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"a UTC column takes a datetime, not {type(value).__name__}")
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column; pass an aware datetime")
+        if dialect.name == "sqlite":
+            return (value - _EPOCH) // _MICRO
         return value.astimezone(UTC)
 
-    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
         if value is None:
             return None
+        if isinstance(value, int):
+            return _EPOCH + timedelta(microseconds=value)
+        if isinstance(value, str):  # SQLite text from before 0017 (SQLAlchemy's own format)
+            value = datetime.fromisoformat(value)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

@@ -1,4 +1,4 @@
-"""Change a column's stored form row by row, for migrations whose conversion only Python can do (zlib)."""
+"""Helpers for migrations that change how rows are stored: a column converted in Python, append-only triggers."""
 
 from __future__ import annotations
 
@@ -36,3 +36,29 @@ def convert_column(table: str, column: str, new_type: sa.types.TypeEngine[Any], 
     with op.batch_alter_table(table, schema=None) as batch_op:
         batch_op.drop_column(column)
         batch_op.alter_column(scratch, new_column_name=column, existing_type=new_type, nullable=False)
+
+
+# the append-only tables and what their triggers say on SQLite (as revisions 0001, 0002 and 0006 wrote them)
+APPEND_ONLY = {"audit_event": "audit history is append-only",
+               "customer_history": "customer history is append-only",
+               "sla_clock_event": "the SLA ledger is append-only"}
+
+
+def append_only(table: str) -> None:
+    """The database refuses UPDATE and DELETE on `table` (PostgreSQL: revision 0001's function, which stays)."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+                   "FOR EACH ROW EXECUTE FUNCTION funnel_append_only()")
+        return
+    for verb in ("UPDATE", "DELETE"):
+        op.execute(f"CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
+                   f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY[table]} ({verb} on {table})'); END")
+
+
+def drop_append_only(table: str) -> None:
+    """Lift `append_only` for a conversion; the caller puts it back in the same transaction."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
+        return
+    for verb in ("update", "delete"):
+        op.execute(f"DROP TRIGGER IF EXISTS {table}_no_{verb}")

@@ -17,10 +17,9 @@ import json
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from engine.migrations.convert import convert_column
+from engine.migrations.convert import append_only, convert_column, drop_append_only
 from engine.models.types import pack, unpack
 
 revision = "0015"
@@ -29,43 +28,22 @@ branch_labels = None
 depends_on = None
 
 JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
-# table, column, what its append-only trigger says on SQLite (as revisions 0001 and 0006 wrote it)
-COLUMNS = (("audit_event", "changes", "audit history is append-only"),
-           ("sla_clock_event", "detail", "the SLA ledger is append-only"))
+COLUMNS = (("audit_event", "changes"), ("sla_clock_event", "detail"))
 
 
 def upgrade() -> None:
-    for table, column, message in COLUMNS:
-        _drop_append_only(table)
+    for table, column in COLUMNS:
+        drop_append_only(table)
         convert_column(table, column, sa.LargeBinary(), _packed)
-        _append_only(table, message)
+        append_only(table)
 
 
 def downgrade() -> None:
-    for table, column, message in COLUMNS:
-        _drop_append_only(table)
+    for table, column in COLUMNS:
+        drop_append_only(table)
         convert_column(table, column, JSON, lambda stored: unpack(bytes(stored)))
-        _append_only(table, message)
+        append_only(table)
 
 
 def _packed(value: Any) -> bytes:
     return pack(json.loads(value) if isinstance(value, (str, bytes)) else value)
-
-
-def _append_only(table: str, message: str) -> None:
-    """The database refuses UPDATE and DELETE (PostgreSQL: revision 0001's function, which stays)."""
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-                   "FOR EACH ROW EXECUTE FUNCTION funnel_append_only()")
-        return
-    for verb in ("UPDATE", "DELETE"):
-        op.execute(f"CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
-                   f"BEGIN SELECT RAISE(ABORT, '{message} ({verb} on {table})'); END")
-
-
-def _drop_append_only(table: str) -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
-        return
-    for verb in ("update", "delete"):
-        op.execute(f"DROP TRIGGER IF EXISTS {table}_no_{verb}")
