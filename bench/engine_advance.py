@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from bench.common import Row, database
+from bench.common import Row, database, format_table
 from engine.bootstrap import open_funnel
 from engine.db import make_engine
 from engine.models.types import pack
@@ -131,3 +133,15 @@ def run(workdir: Path, *, quick: bool) -> list[Row]:
     rows.append(Row("stored runtime state per instance", "bytes", "naive JSON", sizes["naive_state_bytes"],
                     sizes["ours_state_bytes"], "<= 4 KB", higher_is_better=False))
     return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Scenario 1: persisted advances/s against the floor and naive JSON")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        print(format_table(run(Path(tmp), quick=args.quick)))
+
+
+if __name__ == "__main__":
+    main()
