@@ -5,12 +5,12 @@
 The demo data set (`engine.demo`: opportunities in every stage of the sales funnel, with their
 assignments, stage moves and SLA clocks) and a new instance of each other shipped workflow are created
 in a scratch SQLite database; the documents the packed columns hold - workflow states, audit changes,
-SLA ledger details - are taken from it, their
-UUIDs and epoch floats (unique to each row, so useless to refer back to) are blanked, and the distinct
-ones are joined (one state per workflow), most frequent kinds last (nearest to the document, cheapest to
-refer to), up to the 32 KB zlib can use. A shipped dictionary is never changed: once rows are packed
-with it, they need it. Run this when stored documents have changed shape enough that a new one pays
-off, then pin the new file's checksum in tests/engine/test_packing.py.
+SLA ledger details - are taken from it, their UUIDs and epoch floats (unique to each row, so useless
+to refer back to) are blanked, and the distinct ones are joined (one state per workflow), most
+frequent kinds last (nearest to the document, cheapest to refer to), up to the 32 KB zlib can use.
+A shipped dictionary is never changed: once rows are packed with it, they need it. Run this when
+stored documents have changed shape enough that a new one pays off, then pin the new file's checksum
+in tests/engine/test_packing.py.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import pytest
@@ -89,3 +90,20 @@ def test_given_busy_tables_when_0017_is_downgraded_and_upgraded_then_every_time_
         conn.execute(sa.text("UPDATE audit_event SET actor = 'x'"))
     view = opportunity(busy)
     assert busy.history(view.id)[0].at == view.created_at
+
+
+def test_given_the_models_then_0017_converts_every_aware_utc_column_they_have() -> None:
+    # given every column the models declare with the aware-UTC type
+    from sqlmodel import SQLModel
+
+    from engine.models.types import UTCDateTime
+
+    declared = {t.name: tuple(c.name for c in t.columns if isinstance(c.type, UTCDateTime))
+                for t in SQLModel.metadata.tables.values()}
+    # when / then the migration's list names exactly those (a column it missed would keep text on SQLite)
+    assert {t: set(cs) for t, cs in declared.items() if cs} == {t: set(cs) for t, cs in revision_0017().items()}
+
+
+def revision_0017() -> dict[str, tuple[str, ...]]:
+    module = importlib.import_module("engine.migrations.versions.0017_sqlite_integer_timestamps")
+    return module.COLUMNS
