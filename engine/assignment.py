@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from engine.audit_text import ASSIGNED, assignment_summary, cells_text, reason_of
 from engine.errors import WorkflowFailed
 from engine.instances import ChangeEvent
 from engine.models import AuditEvent, HumanTask, Instance
@@ -122,7 +123,7 @@ def _evaluate(event: ChangeEvent, task: HumanTask, decision: str, sources: Mappi
 
 
 def _cells(row: RuleMatch) -> str:
-    return ", ".join(f"{k} {v}" for k, v in row.inputs.items()) or "matches everything"
+    return cells_text(row.inputs)
 
 
 def _rule(decision: str, row: RuleMatch) -> Rule:
@@ -272,29 +273,17 @@ def _record(event: ChangeEvent, task: HumanTask, result: DecisionResult, row: Ru
     }
     if row is not None:
         detail.update(strategy=row.outputs.get("strategy") or "round_robin", skill=row.outputs.get("skill") or None)
-    summary = _summary(result, row, outcome, candidates)
+    detail["note"] = outcome.note
     assert event.instance.id is not None
+    # no `reason`: engine.audit_text renders the paragraph from the explanation when the history is read
     event.session.add(AuditEvent(
-        instance_id=event.instance.id, at=event.now, actor=SYSTEM_ACTOR, kind="assigned",
-        from_stage=None, to_stage=task.stage, reason=summary, row_version=event.instance.row_version,
+        instance_id=event.instance.id, at=event.now, actor=SYSTEM_ACTOR, kind=ASSIGNED,
+        from_stage=None, to_stage=task.stage, reason=None, row_version=event.instance.row_version,
         changes={"assignee": {"from": owner, "to": outcome.assignee},
                  "team": {"from": None, "to": outcome.team}, "explanation": detail},
     ))
     if outcome.alert:
-        _alert(event, task, outcome, summary)
-
-
-def _summary(result: DecisionResult, row: RuleMatch | None, outcome: Outcome, candidates: list[dict[str, Any]]
-             ) -> str:
-    """One readable paragraph: the rule, the choice and everyone passed over."""
-    if row is None:
-        values = ", ".join(f"{k} {v!r}" for k, v in result.values.items())
-        return f"{outcome.note[0].upper()}{outcome.note[1:]} (inputs: {values})."
-    why = f": {row.description}" if row.description else ""
-    head = f"Rule {row.row} of {result.decision_id} ({_cells(row)}{why})"
-    passed = [f"{c['login']} ({c['reason']})" for c in candidates if c["outcome"] == "passed"]
-    tail = f" Passed over: {', '.join(passed)}." if passed else ""
-    return f"{head}: {outcome.note}.{tail}"
+        _alert(event, task, outcome, assignment_summary(detail))
 
 
 def _alert(event: ChangeEvent, task: HumanTask, outcome: Outcome, summary: str) -> None:
@@ -327,12 +316,12 @@ class Explanation:
 def explanations(engine: Engine, instance_id: int) -> list[Explanation]:
     """Every assignment of an instance, oldest first (the same entries Funnel.history holds)."""
     with Session(engine) as session:
-        stmt = (select(AuditEvent).where(AuditEvent.instance_id == instance_id, AuditEvent.kind == "assigned")
+        stmt = (select(AuditEvent).where(AuditEvent.instance_id == instance_id, AuditEvent.kind == ASSIGNED)
                 .order_by(col(AuditEvent.id)))
         out = []
         for event in session.exec(stmt):
             detail = event.changes.get("explanation", {})
             out.append(Explanation(event.at, detail.get("task", {}).get("name"), event.to_stage,
                                    detail.get("assignee"), detail.get("team"), detail.get("basis", ""),
-                                   event.reason or "", detail))
+                                   reason_of(event) or "", detail))
         return out

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from engine import holds, sandbox, writes
+from engine import audit_text, holds, sandbox, writes
 from engine.clock import utcnow
 from engine.customers import for_instance
 from engine.data import merge_for_criteria, validate_data
@@ -127,7 +127,7 @@ class Funnel:
         with Session(self.engine) as session:
             self._row(session, instance_id)
             stmt = select(AuditEvent).where(AuditEvent.instance_id == instance_id).order_by(col(AuditEvent.id))
-            return list(session.exec(stmt))
+            return audit_text.readable(session.exec(stmt))
 
     def open_tasks(self, instance_id: int) -> list[TaskView]:
         with Session(self.engine) as session:
