@@ -319,17 +319,17 @@ class Seeder:
             "FROM bench_plan p JOIN bench_tmpl t ON t.tidx = p.tidx JOIN sla_clock c ON c.id = t.clock_id "
             "ORDER BY p.clock_id"))
         conn.execute(sa.text(
-            "INSERT INTO sla_clock_event (clock_id, instance_id, at, kind, cycle, target_seconds, actor, "  # noqa: S608
+            "INSERT INTO sla_clock_event (clock_id, at, kind, cycle, target_seconds, actor, "  # noqa: S608
             "reason, detail) "
-            f"SELECT p.clock_id, p.instance_id, {ts('p.started')}, e.kind, e.cycle, e.target_seconds, e.actor, "
+            f"SELECT p.clock_id, {ts('p.started')}, e.kind, e.cycle, e.target_seconds, e.actor, "
             "e.reason, e.detail FROM bench_plan p JOIN bench_tmpl t ON t.tidx = p.tidx "
             "JOIN sla_clock_event e ON e.clock_id = t.clock_id ORDER BY p.clock_id, e.id"))
         names = [lv.name for lv in self.levels]
         rank = "CASE d.level " + " ".join(f"WHEN '{n}' THEN {i}" for i, n in enumerate(names)) + " END"
         when = "CASE d.level " + " ".join(f"WHEN '{n}' THEN p.due{i}" for i, n in enumerate(names)) + " END"
         conn.execute(sa.text(
-            "INSERT INTO sla_due (clock_id, instance_id, cycle, level, severity, due_at, fired_at) "  # noqa: S608
-            f"SELECT p.clock_id, p.instance_id, d.cycle, d.level, d.severity, {ts(when)}, "
+            "INSERT INTO sla_due (clock_id, cycle, level, severity, due_at, fired_at) "  # noqa: S608
+            f"SELECT p.clock_id, d.cycle, d.level, d.severity, {ts(when)}, "
             f"CASE WHEN {rank} < p.fired_below THEN {ts(when)} END "
             "FROM bench_plan p JOIN bench_tmpl t ON t.tidx = p.tidx JOIN sla_due d ON d.clock_id = t.clock_id "
             "ORDER BY p.clock_id, d.id"))

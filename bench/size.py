@@ -223,7 +223,8 @@ def floor_bytes(engine: sa.Engine, workdir: Path) -> int:
               "CREATE TABLE {p}floor_deadline (id BIGINT PRIMARY KEY, instance_id BIGINT NOT NULL, "
               "due_at TIMESTAMP NOT NULL)")
     fill = ("INSERT INTO {p}floor_instance SELECT id, CAST(data AS TEXT) FROM instance",
-            "INSERT INTO {p}floor_deadline SELECT id, instance_id, due_at FROM sla_due WHERE fired_at IS NULL")
+            "INSERT INTO {p}floor_deadline SELECT d.id, c.instance_id, d.due_at FROM sla_due d "
+            "JOIN sla_clock c ON c.id = d.clock_id WHERE d.fired_at IS NULL")
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             for stmt in (*create, *fill):

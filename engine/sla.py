@@ -201,7 +201,7 @@ class _Sync:
             clock.stopped_at = stopped
         clock.updated_at = event.now
         self.appended.append((clock, row_object(SlaClockEvent, dict(
-            clock_id=clock.id or 0, instance_id=clock.instance_id, at=event.now, kind=kind, cycle=clock.cycle,
+            clock_id=clock.id or 0, at=event.now, kind=kind, cycle=clock.cycle,
             target_seconds=clock.target_seconds, actor=event.actor, reason=reason, detail=detail or {}))))
         self.touched[clock.key] = clock
 
@@ -327,8 +327,7 @@ def sync_due(session: Session, plans: Sequence[tuple[SlaClock, int, dict[str, tu
         for level, (severity, due_at) in wanted.items():
             row = existing.get((clock.id, cycle, level))
             if row is None:
-                added.append(dict(clock_id=clock.id, instance_id=clock.instance_id, cycle=cycle, level=level,
-                                  severity=severity, due_at=due_at))
+                added.append(dict(clock_id=clock.id, cycle=cycle, level=level, severity=severity, due_at=due_at))
             elif row.fired_at is None and row.due_at != due_at:
                 moved.append({"b_id": row.id, "b_due_at": due_at})
         gone += [r.id for (cid, c, lv), r in existing.items()

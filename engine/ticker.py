@@ -218,8 +218,9 @@ def _fire_due(run: _Tick, due_id: int) -> None:
         due = session.get(SlaDue, due_id)
         assert due is not None
         clock = session.get(SlaClock, due.clock_id)
-        instance = session.get(Instance, due.instance_id)
-        assert clock is not None and instance is not None
+        assert clock is not None
+        instance = session.get(Instance, clock.instance_id)
+        assert instance is not None
         definition = run.funnel.definitions.get(instance.definition_version_id)
         verdict = judge(definition, due, status=instance.status, calendar=run.calendars.get(clock.calendar),
                         entries=entries_of(session, [clock.id or 0])[clock.id or 0], warning=clock.warning_ratio,

@@ -152,7 +152,7 @@ class _Batch:
         if self.dialect.name == "postgresql":
             mine = _DUE.c.id.in_(sa.select(_DUE.c.id).where(mine).with_for_update(skip_locked=True).scalar_subquery())
         stmt = (sa.update(_DUE).where(mine).values(fired_at=self.now)
-                .returning(_DUE.c.id, _DUE.c.clock_id, _DUE.c.instance_id, _DUE.c.cycle, _DUE.c.level))
+                .returning(_DUE.c.id, _DUE.c.clock_id, _DUE.c.cycle, _DUE.c.level))
         rows = {row.id: row for row in self.session.execute(stmt)}
         if self.dialect.name == "postgresql" and len(rows) < len(due_ids):
             self.outcome.untaken = self._untaken([i for i in due_ids if i not in rows], worker)
@@ -168,12 +168,12 @@ class _Batch:
     def load(self, taken: Sequence[Row[Any]]) -> None:
         """Everything the decisions read, one query per table for the whole batch."""
         clock_ids = sorted({d.clock_id for d in taken})
-        instance_ids = sorted({d.instance_id for d in taken})
         dialect = self.dialect
         c = _CLOCK.c
-        stmt = sa.select(c.id, c.name, c.title, c.task_uuid, c.calendar, c.warning_ratio).where(
+        stmt = sa.select(c.id, c.instance_id, c.name, c.title, c.task_uuid, c.calendar, c.warning_ratio).where(
             among(c.id, clock_ids, dialect))
         self.clocks = {row.id: row for row in self.session.execute(stmt)}
+        instance_ids = sorted({row.instance_id for row in self.clocks.values()})
         i = _INSTANCE.c
         stmt = sa.select(i.id, i.workflow, i.definition_version_id, i.stage, i.status, i.assignee, i.customer_id,
                          i.customer_tier, i.data, i.row_version).where(among(i.id, instance_ids, dialect))
@@ -212,7 +212,8 @@ class _Batch:
             self.put_back.append(due.id)
 
     def _decide(self, due: Row[Any]) -> None:
-        clock, instance = self.clocks[due.clock_id], self.instances[due.instance_id]
+        clock = self.clocks[due.clock_id]
+        instance = self.instances[clock.instance_id]
         definition = self._definition(instance.definition_version_id)
         calendar = self.calendars.get(clock.calendar)
         verdict = judge(definition, due, status=instance.status, calendar=calendar, entries=self.entries[clock.id],

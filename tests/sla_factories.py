@@ -100,6 +100,17 @@ def pending_due(engine: Engine) -> list[SlaDue]:
         return list(session.exec(select(SlaDue).where(col(SlaDue.fired_at).is_(None)).order_by(col(SlaDue.due_at))))
 
 
+def due_of(instance_id: int) -> Any:
+    """A filter for one instance's escalation rows: they belong to its clocks (sla_due names no instance, 0018)."""
+    return col(SlaDue.clock_id).in_(select(SlaClock.id).where(SlaClock.instance_id == instance_id))
+
+
+def clock_ids(engine: Engine, instance_id: int) -> set[int]:
+    """The ids of one instance's clocks (what its escalation rows and ledger entries belong to)."""
+    with Session(engine) as session:
+        return {i for i in session.exec(select(SlaClock.id).where(SlaClock.instance_id == instance_id)) if i}
+
+
 def all_due(engine: Engine) -> list[SlaDue]:
     with Session(engine) as session:
         return list(session.exec(select(SlaDue).order_by(col(SlaDue.id))))

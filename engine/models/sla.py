@@ -49,8 +49,7 @@ class SlaClockEvent(SQLModel, table=True):
     __tablename__ = "sla_clock_event"
 
     id: int | None = Field(default=None, primary_key=True)
-    clock_id: int = Field(foreign_key="sla_clock.id", index=True)
-    instance_id: int = Field(foreign_key="instance.id")  # the ledger is read by clock, never by instance
+    clock_id: int = Field(foreign_key="sla_clock.id", index=True)  # the clock names the instance (0018)
     at: datetime = timestamp(nullable=False)
     kind: str = Field(max_length=20)
     cycle: int
@@ -78,8 +77,7 @@ class SlaDue(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    clock_id: int = Field(foreign_key="sla_clock.id")  # uq_sla_due_clock_cycle_level leads with clock_id
-    instance_id: int = Field(foreign_key="instance.id")  # escalation rows are never selected by instance
+    clock_id: int = Field(foreign_key="sla_clock.id")  # uq_..._level leads with it; the clock names the instance
     cycle: int
     level: str = Field(max_length=40)
     severity: int  # 0 warning, 1 breach, 2+ escalation

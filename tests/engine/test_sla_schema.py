@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import Session, SQLModel, col, select
 
+from engine.db import alembic_config, migrate
 from engine.instances import Funnel
 from engine.models.sla import SlaClockEvent, SlaDue
 from tests.conftest import FakeClock
-from tests.sla_factories import MONDAY_9AM, ticket
+from tests.sla_factories import MONDAY_9AM, fired, pending_due, tick_at, ticket
 
 TABLES = ("sla_clock", "sla_clock_event", "sla_due")
 
@@ -40,7 +42,51 @@ def test_given_a_fired_level_then_a_second_row_for_it_is_refused(funnel: Funnel,
     with Session(funnel.engine) as session:
         first = session.exec(select(SlaDue).order_by(col(SlaDue.id))).first()
         assert first is not None
-        session.add(SlaDue(clock_id=first.clock_id, instance_id=first.instance_id, cycle=first.cycle,
+        session.add(SlaDue(clock_id=first.clock_id, cycle=first.cycle,
                            level=first.level, severity=first.severity, due_at=first.due_at))
         with pytest.raises(sa.exc.IntegrityError):
             session.commit()
+
+
+# ---------------------------------------------------------------- 0018: the clock names the instance
+
+
+def sla_rows(funnel: Funnel) -> dict[str, list[tuple[object, ...]]]:
+    """Every ledger entry and escalation row with the instance of its clock, as plain tuples."""
+    queries = {
+        "sla_clock_event": "SELECT e.id, e.clock_id, c.instance_id, e.kind, e.cycle FROM sla_clock_event e "
+                           "JOIN sla_clock c ON c.id = e.clock_id ORDER BY e.id",
+        "sla_due": "SELECT d.id, d.clock_id, c.instance_id, d.level, d.fired_at IS NULL FROM sla_due d "
+                   "JOIN sla_clock c ON c.id = d.clock_id ORDER BY d.id",
+    }
+    with funnel.engine.connect() as conn:
+        return {table: [tuple(r) for r in conn.execute(sa.text(sql))] for table, sql in queries.items()}
+
+
+def test_given_sla_rows_when_0018_is_downgraded_and_upgraded_then_they_survive_and_the_ledger_stays_append_only(
+        funnel: Funnel, clock: FakeClock) -> None:
+    # given two tickets whose clocks have ledgers and pending levels, one level already fired
+    clock.now = MONDAY_9AM
+    first, second = ticket(funnel), ticket(funnel)
+    dues = sorted(d.due_at for d in pending_due(funnel.engine))
+    assert tick_at(funnel, dues[0]).total > 0
+    before = sla_rows(funnel)
+    assert {r[2] for r in before["sla_due"]} == {first.id, second.id} and any(not r[4] for r in before["sla_due"])
+    # when the schema goes back to 0017, each row names its clock's instance again, and the ledger refuses changes
+    command.downgrade(alembic_config(funnel.engine), "0017")
+    with funnel.engine.connect() as conn:
+        for table in TABLES[1:]:
+            named = conn.execute(sa.text(f"SELECT t.instance_id, c.instance_id FROM {table} t "
+                                         "JOIN sla_clock c ON c.id = t.clock_id")).all()
+            assert named and all(mine == clocks for mine, clocks in named)
+    with pytest.raises(sa.exc.DatabaseError, match="append-only"), funnel.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE sla_clock_event SET reason = 'x'"))
+    # and forward again: the columns are gone, every row is as it was, and the ticker carries on
+    migrate(funnel.engine)
+    assert sla_rows(funnel) == before
+    columns = {t: {c["name"] for c in sa.inspect(funnel.engine).get_columns(t)} for t in TABLES[1:]}
+    assert all("instance_id" not in names for names in columns.values())
+    with pytest.raises(sa.exc.DatabaseError, match="append-only"), funnel.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM sla_clock_event"))
+    assert tick_at(funnel, dues[-1]).total > 0
+    assert fired(funnel, first.id) and fired(funnel, second.id)

@@ -29,6 +29,7 @@ from tests.sla_factories import (
     MONDAY_9AM,
     all_due,
     desk_roster,
+    due_of,
     fired,
     outbox,
     pending_due,
@@ -151,7 +152,7 @@ def test_given_a_crashed_workers_claim_then_its_lease_expires_and_the_level_fire
     view = ticket(funnel)
     leased_until = mon(16) + timedelta(seconds=60)
     with Session(funnel.engine) as session:
-        session.execute(sa.update(SlaDue).where(col(SlaDue.level) == "warning", col(SlaDue.instance_id) == view.id)
+        session.execute(sa.update(SlaDue).where(col(SlaDue.level) == "warning", due_of(view.id))
                         .values(claimed_by="crashed", lease_until=leased_until))
         session.commit()
     # then while the lease runs nobody else fires it; once it expires the next tick does, once
@@ -167,7 +168,7 @@ def test_given_a_claimed_level_whose_clock_stops_before_it_fires_then_it_never_f
     clock.now = MONDAY_9AM
     view = ticket(funnel)
     with Session(funnel.engine) as session:
-        session.execute(sa.update(SlaDue).where(col(SlaDue.instance_id) == view.id)
+        session.execute(sa.update(SlaDue).where(due_of(view.id))
                         .values(claimed_by="slow", lease_until=mon(15)))
         session.commit()
     # when the first response is given at 15:30 (the claim has not fired yet)

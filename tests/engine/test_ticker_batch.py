@@ -32,7 +32,17 @@ from engine.models.sla import SlaClock, SlaDue
 from engine.ticker import LEASE, next_due, tick
 from tests.conftest import FakeClock, make_settings
 from tests.service_factories import start_slip
-from tests.sla_factories import MONDAY_9AM, all_due, desk_roster, outbox, pending_due, shanghai, sla_events, ticket
+from tests.sla_factories import (
+    MONDAY_9AM,
+    all_due,
+    clock_ids,
+    desk_roster,
+    outbox,
+    pending_due,
+    shanghai,
+    sla_events,
+    ticket,
+)
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -293,7 +303,8 @@ def test_next_due_counts_a_live_lease_but_not_past_an_earlier_free_level(funnel:
     clock.now = MONDAY_9AM
     view = ticket(funnel)
     rows = sorted(pending_due(funnel.engine), key=lambda d: d.id)
-    rows = [d for d in rows if d.instance_id == view.id]
+    mine = clock_ids(funnel.engine, view.id)
+    rows = [d for d in rows if d.clock_id in mine]
     set_due(funnel, rows[0].id, due_at=wed(10), claimed_by="busy", lease_until=wed(12))
     set_due(funnel, rows[1].id, due_at=wed(11))
     for later in rows[2:]:
