@@ -14,10 +14,10 @@ Creating 100,000 instances through `Funnel.start` takes ~6 ms each (10 minutes),
 Deadlines. A template clock has one pending row per escalation level (warning, breach, head), so
 "deadlines" counts pending `sla_due` rows: 1,000,000 of them over 100,000 instances is ~3.3 clocks
 per instance. The first clock of a cloned instance is its stage clock as the engine wrote it (same
-key, same task); further clocks are copies under `<key>#<clock id>` on the same task (as parallel
-per-task clocks would be). Background clocks (`add_background`) are the template's ledger shifted
-forward by whole days (0-27), so all of them are hours to weeks in the future and never fire
-during a run.
+key, same task); further clocks are copies named `<name>#<clock id>` on the same task (as parallel
+per-task clocks would be; the key `<name>:<task uuid>` is what names the task). Background clocks
+(`add_background`) are the template's ledger shifted forward by whole days (0-27), so all of them
+are hours to weeks in the future and never fire during a run.
 
 Scheduled deadlines (`schedule`): for each wanted instant D one clock is added whose ledger really
 reaches the chosen level at D, so the ticker's re-check (`engine.ticker._fire_due`: derive the
@@ -308,13 +308,15 @@ class Seeder:
         else:
             raw.executemany(f"INSERT INTO bench_plan VALUES ({', '.join('?' * len(PLAN_COLUMNS))})", plan)  # noqa: S608
         ts = self._ts
-        key = "c.key || '#' || CAST(p.clock_id AS VARCHAR(20))"
+        # a copy's name carries the suffix, so its key (`<name>:<task>`) still names the template's task
+        name = "CASE WHEN p.suffix = 1 THEN c.name || '#' || CAST(p.clock_id AS VARCHAR(20)) ELSE c.name END"
+        key = f"CASE WHEN c.key = c.name THEN {name} ELSE {name} || SUBSTR(c.key, LENGTH(c.name) + 1) END"
         conn.execute(sa.text(
-            "INSERT INTO sla_clock (id, instance_id, key, name, title, task_uuid, stage, calendar, "  # noqa: S608
+            "INSERT INTO sla_clock (id, instance_id, key, name, title, stage, calendar, "  # noqa: S608
             "warning_ratio, cycle, status, target_seconds, started_at, stopped_at, deadline_at, warning_at, "
             "updated_at) "
-            f"SELECT p.clock_id, p.instance_id, CASE WHEN p.suffix = 1 THEN {key} ELSE c.key END, c.name, c.title, "
-            "c.task_uuid, c.stage, c.calendar, c.warning_ratio, c.cycle, c.status, c.target_seconds, "
+            f"SELECT p.clock_id, p.instance_id, {key}, {name}, c.title, "
+            "c.stage, c.calendar, c.warning_ratio, c.cycle, c.status, c.target_seconds, "
             f"{ts('p.started')}, NULL, {ts('p.deadline')}, {ts('p.warning')}, {ts('p.started')} "
             "FROM bench_plan p JOIN bench_tmpl t ON t.tidx = p.tidx JOIN sla_clock c ON c.id = t.clock_id "
             "ORDER BY p.clock_id"))

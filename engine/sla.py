@@ -25,7 +25,7 @@ from sqlmodel import Session, col
 from engine import sla_ledger as ledger
 from engine.instances import RUNNING, ChangeEvent
 from engine.models import HumanTask, Instance
-from engine.models.sla import SlaClock, SlaClockEvent, SlaDue
+from engine.models.sla import SlaClock, SlaClockEvent, SlaDue, task_of_clock
 from engine.sla_policy import Calendars, ClockSpec, SlaPolicy, target_of
 from engine.spiff import Workflow, arm_timers, pending_timers
 from engine.writes import row_object
@@ -174,7 +174,7 @@ class _Sync:
         if clock is None:
             clock = row_object(SlaClock, dict(
                 id=None, instance_id=self.event.instance.id or 0, key=key, name=spec.name, title=title[:300],
-                task_uuid=task.task_uuid if task else None, stage=stage, calendar=self.policy.calendar,
+                stage=stage, calendar=self.policy.calendar,
                 warning_ratio=self.policy.warning, cycle=1, status=ledger.RUNNING, target_seconds=seconds,
                 started_at=now, stopped_at=None, deadline_at=None, warning_at=None, updated_at=now))
             self.clocks[key] = clock
@@ -231,8 +231,8 @@ _CLOCK_STATE = ("cycle", "status", "target_seconds", "started_at", "stopped_at",
 # a stopped per-task clock restarts only with its task
 _CLOCKS_THAT_CAN_CHANGE = sa.select(_CLOCK).where(
     _CLOCK.c.instance_id == sa.bindparam("b_instance"),
-    sa.or_(_CLOCK.c.status != ledger.STOPPED, _CLOCK.c.task_uuid.is_(None),
-           _CLOCK.c.task_uuid.in_(sa.bindparam("b_reopened", expanding=True))))
+    sa.or_(_CLOCK.c.status != ledger.STOPPED, _CLOCK.c.key == _CLOCK.c.name,
+           task_of_clock().in_(sa.bindparam("b_reopened", expanding=True))))
 _INSERT_CLOCK = sa.insert(_CLOCK).returning(_CLOCK.c.id)
 _INSERT_EVENT = sa.insert(_EVENT)
 _ENTRIES = (sa.select(_EVENT.c.clock_id, _EVENT.c.kind, _EVENT.c.at, _EVENT.c.cycle, _EVENT.c.target_seconds)

@@ -21,7 +21,7 @@ from engine.calendar import format_business
 from engine.errors import InvalidInput, NotFound
 from engine.instances import RUNNING
 from engine.models import HumanTask, Instance
-from engine.models.sla import SlaClock, SlaClockEvent
+from engine.models.sla import SlaClock, SlaClockEvent, task_of_clock
 from engine.settings import get_settings
 from engine.sla import entries_of
 from engine.sla_policy import Calendars
@@ -130,7 +130,7 @@ def sla_items(engine: Engine, *, state: State, now: datetime, limit: int = 100, 
     stmt = (select(SlaClock, Instance, holder)
             .join(Instance, col(Instance.id) == col(SlaClock.instance_id))
             .outerjoin(HumanTask, sa.and_(col(HumanTask.instance_id) == col(SlaClock.instance_id),
-                                          col(HumanTask.task_uuid) == col(SlaClock.task_uuid)))
+                                          col(HumanTask.task_uuid) == task_of_clock()))
             .where(col(SlaClock.status) != ledger.STOPPED, col(Instance.status) == RUNNING))
     deadline, warning = col(SlaClock.deadline_at), col(SlaClock.warning_at)
     if state == "breached":

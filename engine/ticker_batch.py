@@ -33,7 +33,7 @@ from engine.definitions import LoadedDefinition
 from engine.instances import RUNNING, Funnel
 from engine.models import AuditEvent, HumanTask, Instance
 from engine.models.customers import Customer
-from engine.models.sla import SlaClock, SlaDue
+from engine.models.sla import SlaClock, SlaDue, task_of
 from engine.sla import entries_of
 from engine.sla_mail import Directory, escalation_mails, item_of
 from engine.sla_policy import Calendars, Level
@@ -135,6 +135,7 @@ class _Batch:
         self.outcome = BatchOutcome()
         self.people = Directory(session)
         self.clocks: dict[int, Row[Any]] = {}
+        self.clock_tasks: dict[int, str | None] = {}  # clock id -> the task a per-task clock counts
         self.instances: dict[int, Row[Any]] = {}
         self.entries: dict[int, list[ledger.Entry]] = {}
         self.tasks: dict[tuple[int, str], Row[Any]] = {}
@@ -170,16 +171,17 @@ class _Batch:
         clock_ids = sorted({d.clock_id for d in taken})
         dialect = self.dialect
         c = _CLOCK.c
-        stmt = sa.select(c.id, c.instance_id, c.name, c.title, c.task_uuid, c.calendar, c.warning_ratio).where(
+        stmt = sa.select(c.id, c.instance_id, c.key, c.name, c.title, c.calendar, c.warning_ratio).where(
             among(c.id, clock_ids, dialect))
         self.clocks = {row.id: row for row in self.session.execute(stmt)}
+        self.clock_tasks = {row.id: task_of(row.key, row.name) for row in self.clocks.values()}
         instance_ids = sorted({row.instance_id for row in self.clocks.values()})
         i = _INSTANCE.c
         stmt = sa.select(i.id, i.workflow, i.definition_version_id, i.stage, i.status, i.assignee, i.customer_id,
                          i.customer_tier, i.data, i.row_version).where(among(i.id, instance_ids, dialect))
         self.instances = {row.id: row for row in self.session.execute(stmt)}
         self.entries = entries_of(self.session, clock_ids)
-        uuids = sorted({row.task_uuid for row in self.clocks.values() if row.task_uuid})
+        uuids = sorted({uuid for uuid in self.clock_tasks.values() if uuid})
         if uuids:
             t = _TASK.c
             # by instance only, the task picked here: given both IN lists and an ORDER BY, SQLite (no statistics)
@@ -225,7 +227,8 @@ class _Batch:
                 self.dropped.append(due.id)
             return
         level, figures, deadline = verdict.level, verdict.figures, verdict.deadline
-        task = self.tasks.get((instance.id, clock.task_uuid)) if clock.task_uuid else None
+        uuid = self.clock_tasks[clock.id]
+        task = self.tasks.get((instance.id, uuid)) if uuid else None
         holder = task.assignee if task is not None and task.status == "ready" else instance.assignee
         recipients, unreachable = self.people.resolve(level.notify, holder=holder,
                                                       team=task.team if task is not None else None)

@@ -26,10 +26,9 @@ class SlaClock(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     instance_id: int = Field(foreign_key="instance.id")  # uq_sla_clock_instance_key leads with instance_id
-    key: str = Field(max_length=120)  # the clock's name, plus ":<task uuid>" for a per-task clock
+    key: str = Field(max_length=120)  # the clock's name, plus ":<task uuid>" for a per-task clock (`task_uuid`)
     name: str = Field(max_length=40)
     title: str = Field(max_length=300)
-    task_uuid: str | None = Field(default=None, max_length=36)
     stage: str | None = Field(default=None, max_length=200)  # a per-task clock's stage (targets read it)
     calendar: str = Field(max_length=100)
     warning_ratio: float
@@ -41,6 +40,22 @@ class SlaClock(SQLModel, table=True):
     deadline_at: datetime | None = timestamp(nullable=True, index=True)
     warning_at: datetime | None = timestamp(nullable=True)
     updated_at: datetime = timestamp(nullable=False)
+
+    @property
+    def task_uuid(self) -> str | None:
+        """The task a per-task clock counts, read from its key (not stored twice since 0019)."""
+        return task_of(self.key, self.name)
+
+
+def task_of(key: str, name: str) -> str | None:
+    """A per-task clock's key is `<name>:<task uuid>`, a per-instance clock's key its name: the task, or None."""
+    return None if key == name else key[len(name) + 1:]
+
+
+def task_of_clock(clock: Any = None) -> sa.ColumnElement[Any]:
+    """`task_of` in SQL, over the sla_clock table (or an alias of it): NULL for a per-instance clock."""
+    c = (clock if clock is not None else SlaClock.__table__).c  # type: ignore[attr-defined]
+    return sa.case((c.key == c.name, sa.null()), else_=sa.func.substr(c.key, sa.func.length(c.name) + 2))
 
 
 class SlaClockEvent(SQLModel, table=True):

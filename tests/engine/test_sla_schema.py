@@ -11,8 +11,10 @@ from sqlmodel import Session, SQLModel, col, select
 
 from engine.db import alembic_config, migrate
 from engine.instances import Funnel
-from engine.models.sla import SlaClockEvent, SlaDue
+from engine.models.sla import SlaClock, SlaClockEvent, SlaDue, task_of
 from tests.conftest import FakeClock
+from tests.factories import FUNNEL_STAGE_DATA
+from tests.people_factories import opportunity, sales_roster
 from tests.sla_factories import MONDAY_9AM, fired, pending_due, tick_at, ticket
 
 TABLES = ("sla_clock", "sla_clock_event", "sla_due")
@@ -90,3 +92,40 @@ def test_given_sla_rows_when_0018_is_downgraded_and_upgraded_then_they_survive_a
         conn.execute(sa.text("DELETE FROM sla_clock_event"))
     assert tick_at(funnel, dues[-1]).total > 0
     assert fired(funnel, first.id) and fired(funnel, second.id)
+
+
+# ---------------------------------------------------------------- 0019: a per-task clock's key names its task
+
+
+def clock_tasks(funnel: Funnel) -> dict[int, str | None]:
+    with Session(funnel.engine) as session:
+        return {c.id or 0: c.task_uuid for c in session.exec(select(SlaClock).order_by(col(SlaClock.id)))}
+
+
+def test_given_per_task_and_per_instance_clocks_when_0019_is_downgraded_and_upgraded_then_each_names_its_task(
+        funnel: Funnel, clock: FakeClock) -> None:
+    # given an opportunity (a per-task stage clock) and a ticket (per-instance clocks)
+    clock.now = MONDAY_9AM
+    sales_roster(funnel.engine, now=clock.now)
+    deal, desk = opportunity(funnel), ticket(funnel)
+    before = clock_tasks(funnel)
+    [task] = deal.open_tasks
+    assert sorted(before.values(), key=str) == sorted([task.id, None, None], key=str)
+    # when the schema goes back to 0018, the column holds exactly what the keys say
+    command.downgrade(alembic_config(funnel.engine), "0018")
+    with funnel.engine.connect() as conn:
+        assert dict(conn.execute(sa.text("SELECT id, task_uuid FROM sla_clock")).all()) == before
+    # and forward again: the column is gone, the clocks name the same tasks, and a reopened stage finds its clock
+    migrate(funnel.engine)
+    assert "task_uuid" not in {c["name"] for c in sa.inspect(funnel.engine).get_columns("sla_clock")}
+    assert clock_tasks(funnel) == before
+    moved = funnel.advance(deal.id, FUNNEL_STAGE_DATA[0], actor="alice")
+    assert moved.stage != deal.stage and len(clock_tasks(funnel)) == len(before) + 1
+    assert funnel.get(desk.id).status == "running"
+
+
+def test_task_of_reads_the_task_from_a_per_task_key_only() -> None:
+    assert task_of("stage_time:0b18ffd4-9b73-4f05-9ec0-95e66f3c9f71", "stage_time") == (
+        "0b18ffd4-9b73-4f05-9ec0-95e66f3c9f71")
+    assert task_of("first_response", "first_response") is None
+    assert task_of("a:b:0b18ffd4", "a:b") == "0b18ffd4"  # a name with a colon still splits after the name
