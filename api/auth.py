@@ -15,7 +15,9 @@ bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
                     description="A token from `funnel users add NAME --role ROLE` or `funnel users token NAME`.")
 
 
-def get_funnel(request: Request) -> Funnel:
+async def get_funnel(request: Request) -> Funnel:
+    """The app's engine. `async` (no I/O here): FastAPI runs a plain `def` dependency in the thread pool, one
+    hop per request spent on an attribute read."""
     funnel: Funnel = request.app.state.funnel
     return funnel
 
