@@ -39,7 +39,7 @@ def floor(n_instances: int) -> float:
     start = time.perf_counter()
     for wf in workflows:
         for data in STAGE_DATA:
-            task = wf.ready_human_tasks()[0]
+            task = next(iter(wf.wf.get_tasks(state=READY, manual=True)))  # bare Spiff, like the rest of the loop
             task.data.update(data)
             task.run()
             wf.wf.do_engine_steps()
