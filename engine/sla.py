@@ -25,7 +25,7 @@ from sqlmodel import Session, col
 from engine import sla_ledger as ledger
 from engine.instances import RUNNING, ChangeEvent
 from engine.models import HumanTask, Instance
-from engine.models.sla import SlaClock, SlaClockEvent, SlaDue, task_of_clock
+from engine.models.sla import SlaClock, SlaClockEvent, SlaDue, key_of, task_of_clock
 from engine.sla_policy import Calendars, ClockSpec, SlaPolicy, target_of
 from engine.spiff import Workflow, arm_timers, pending_timers
 from engine.writes import row_object
@@ -119,7 +119,7 @@ class _Sync:
             plain = _plain(task.task_spec)
             for spec in self.policy.clocks:
                 if spec.counts_task(task.task_spec):
-                    self._start(spec, f"{spec.name}:{task.task_uuid}", f"{spec.title}: {_suffix(task)}", task,
+                    self._start(spec, key_of(spec.name, task.task_uuid), f"{spec.title}: {_suffix(task)}", task,
                                 f"task opened: {task.name}")
                 elif spec.per == "instance" and f"opened:{plain}" in spec.start:
                     self._start(spec, spec.name, spec.title, None, f"task opened: {task.name}")
@@ -129,7 +129,7 @@ class _Sync:
         for task in event.closed_tasks:
             for spec in self.policy.clocks:
                 if spec.counts_task(task.task_spec):
-                    self._stop(f"{spec.name}:{task.task_uuid}", f"task {task.status}: {task.name}")
+                    self._stop(key_of(spec.name, task.task_uuid), f"task {task.status}: {task.name}")
                 elif (spec.per == "instance" and task.status == "completed"
                       and f"completed:{_plain(task.task_spec)}" in spec.stop):
                     self._stop(spec.name, f"task completed: {task.name}")

@@ -47,14 +47,19 @@ class SlaClock(SQLModel, table=True):
         return task_of(self.key, self.name)
 
 
+def key_of(name: str, task_uuid: str | None) -> str:
+    """A clock's key: its name, plus `:<task uuid>` for a per-task clock (`task_of` reads the task back)."""
+    return name if task_uuid is None else f"{name}:{task_uuid}"
+
+
 def task_of(key: str, name: str) -> str | None:
-    """A per-task clock's key is `<name>:<task uuid>`, a per-instance clock's key its name: the task, or None."""
+    """The task of a clock's key (see `key_of`), or None for a per-instance clock."""
     return None if key == name else key[len(name) + 1:]
 
 
-def task_of_clock(clock: Any = None) -> sa.ColumnElement[Any]:
-    """`task_of` in SQL, over the sla_clock table (or an alias of it): NULL for a per-instance clock."""
-    c = (clock if clock is not None else SlaClock.__table__).c  # type: ignore[attr-defined]
+def task_of_clock() -> sa.ColumnElement[Any]:
+    """`task_of` in SQL, over the sla_clock table: NULL for a per-instance clock."""
+    c = SlaClock.__table__.c  # type: ignore[attr-defined]
     return sa.case((c.key == c.name, sa.null()), else_=sa.func.substr(c.key, sa.func.length(c.name) + 2))
 
 

@@ -11,7 +11,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from engine.db import alembic_config, migrate
 from engine.instances import Funnel
-from engine.models.sla import SlaClock, SlaClockEvent, SlaDue, task_of
+from engine.models.sla import SlaClock, SlaClockEvent, SlaDue, key_of, task_of
 from tests.conftest import FakeClock
 from tests.factories import FUNNEL_STAGE_DATA
 from tests.people_factories import opportunity, sales_roster
@@ -125,6 +125,8 @@ def test_given_per_task_and_per_instance_clocks_when_0019_is_downgraded_and_upgr
 
 
 def test_task_of_reads_the_task_from_a_per_task_key_only() -> None:
+    assert task_of(key_of("stage_time", "0b18ffd4"), "stage_time") == "0b18ffd4"
+    assert key_of("first_response", None) == "first_response"
     assert task_of("stage_time:0b18ffd4-9b73-4f05-9ec0-95e66f3c9f71", "stage_time") == (
         "0b18ffd4-9b73-4f05-9ec0-95e66f3c9f71")
     assert task_of("first_response", "first_response") is None
