@@ -114,7 +114,7 @@ class _Sync:
         event = self.event
         for spec in self.policy.clocks:
             if spec.per == "instance" and event.kind == "created" and "created" in spec.start:
-                self._start(spec, spec.name, spec.title, None, "created")
+                self._start(spec, key_of(spec.name, None), spec.title, None, "created")
         for task in event.opened_tasks:
             plain = _plain(task.task_spec)
             for spec in self.policy.clocks:
@@ -122,7 +122,7 @@ class _Sync:
                     self._start(spec, key_of(spec.name, task.task_uuid), f"{spec.title}: {_suffix(task)}", task,
                                 f"task opened: {task.name}")
                 elif spec.per == "instance" and f"opened:{plain}" in spec.start:
-                    self._start(spec, spec.name, spec.title, None, f"task opened: {task.name}")
+                    self._start(spec, key_of(spec.name, None), spec.title, None, f"task opened: {task.name}")
 
     def _stops(self) -> None:
         event, row = self.event, self.event.instance
@@ -132,7 +132,7 @@ class _Sync:
                     self._stop(key_of(spec.name, task.task_uuid), f"task {task.status}: {task.name}")
                 elif (spec.per == "instance" and task.status == "completed"
                       and f"completed:{_plain(task.task_spec)}" in spec.stop):
-                    self._stop(spec.name, f"task completed: {task.name}")
+                    self._stop(key_of(spec.name, None), f"task completed: {task.name}")
         if row.status != RUNNING:
             for key in list(self.clocks):
                 self._stop(key, f"instance {row.status}")

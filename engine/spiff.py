@@ -150,7 +150,7 @@ class Workflow:
     def __init__(self, wf: BpmnWorkflow) -> None:
         self.wf = wf
         # the ready user tasks, found once per state: a change asks for them ~5 times, and each walk of the task
-        # tree costs ~30 us; every method here that can change a task's state forgets them (`_changed`)
+        # tree costs ~30 us; every Spiff call that can change a task's state goes through `_mutate`, which forgets them
         self._ready: list[Task] | None = None
 
     @classmethod
@@ -200,20 +200,19 @@ class Workflow:
         return dct
 
     def step(self) -> None:
-        self._changed()
-        try:
-            _run(self.wf.do_engine_steps)
-        finally:
-            self._changed()
+        self._mutate(self.wf.do_engine_steps)
 
     def refresh_timers(self) -> None:
         """Fire due Spiff timers (only when we call this) and run what follows."""
-        self._changed()
-        _run(self.wf.refresh_timers)
+        self._mutate(self.wf.refresh_timers)
         self.step()
 
-    def _changed(self) -> None:
-        self._ready = None
+    def _mutate(self, action: Any, *args: Any) -> Any:
+        """Run a Spiff call that may change task states; ready tasks are found afresh after it, even if it failed."""
+        try:
+            return _run(action, *args)
+        finally:
+            self._ready = None
 
     @property
     def completed(self) -> bool:
@@ -242,8 +241,7 @@ class Workflow:
     def complete(self, task: Task, data: Mapping[str, Any]) -> None:
         """Merge submitted data into a ready human task, run it and step the engine."""
         task.data.update(json.loads(json.dumps(dict(data))))
-        self._changed()
-        _run(task.run)
+        self._mutate(task.run)
         self.step()
 
     def reset_to(self, task_spec_name: str, data: Mapping[str, Any]) -> bool:
@@ -253,8 +251,7 @@ class Workflow:
             return False
         target = max(runs, key=lambda t: t.last_state_change)
         merged = {**self.data(), **json.loads(json.dumps(dict(data)))}
-        self._changed()
-        _run(self.wf.reset_from_task_id, target.id, merged)
+        self._mutate(self.wf.reset_from_task_id, target.id, merged)
         self.step()
         return True
 
@@ -502,9 +499,7 @@ def cancel(workflow: Workflow, *, record_open_as: str) -> list[str]:
     `record_open_as`, who had not answered (a multi-instance child's item, else the task's name)."""
     open_labels = [_open_label(t) for t in workflow.ready_human_tasks()]
     data = {**workflow.data(), record_open_as: open_labels}
-    workflow._changed()
-    _run(workflow.wf.cancel)
-    workflow._changed()
+    workflow._mutate(workflow.wf.cancel)
     workflow.wf.data = data
     return open_labels
 

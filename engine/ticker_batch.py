@@ -135,7 +135,6 @@ class _Batch:
         self.outcome = BatchOutcome()
         self.people = Directory(session)
         self.clocks: dict[int, Row[Any]] = {}
-        self.clock_tasks: dict[int, str | None] = {}  # clock id -> the task a per-task clock counts
         self.instances: dict[int, Row[Any]] = {}
         self.entries: dict[int, list[ledger.Entry]] = {}
         self.tasks: dict[tuple[int, str], Row[Any]] = {}
@@ -174,14 +173,13 @@ class _Batch:
         stmt = sa.select(c.id, c.instance_id, c.key, c.name, c.title, c.calendar, c.warning_ratio).where(
             among(c.id, clock_ids, dialect))
         self.clocks = {row.id: row for row in self.session.execute(stmt)}
-        self.clock_tasks = {row.id: task_of(row.key, row.name) for row in self.clocks.values()}
         instance_ids = sorted({row.instance_id for row in self.clocks.values()})
         i = _INSTANCE.c
         stmt = sa.select(i.id, i.workflow, i.definition_version_id, i.stage, i.status, i.assignee, i.customer_id,
                          i.customer_tier, i.data, i.row_version).where(among(i.id, instance_ids, dialect))
         self.instances = {row.id: row for row in self.session.execute(stmt)}
         self.entries = entries_of(self.session, clock_ids)
-        uuids = sorted({uuid for uuid in self.clock_tasks.values() if uuid})
+        uuids = sorted({uuid for row in self.clocks.values() if (uuid := task_of(row.key, row.name))})
         if uuids:
             t = _TASK.c
             # by instance only, the task picked here: given both IN lists and an ORDER BY, SQLite (no statistics)
@@ -227,7 +225,7 @@ class _Batch:
                 self.dropped.append(due.id)
             return
         level, figures, deadline = verdict.level, verdict.figures, verdict.deadline
-        uuid = self.clock_tasks[clock.id]
+        uuid = task_of(clock.key, clock.name)
         task = self.tasks.get((instance.id, uuid)) if uuid else None
         holder = task.assignee if task is not None and task.status == "ready" else instance.assignee
         recipients, unreachable = self.people.resolve(level.notify, holder=holder,
