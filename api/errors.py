@@ -6,6 +6,7 @@ import logging
 import re
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -58,7 +59,7 @@ WHY = {
     404: "no such resource",
     409: "the resource changed meanwhile, or the call is out of order: reload and retry",
     413: "the request body is larger than the service accepts",
-    503: "the database cannot be reached",
+    503: "the database cannot answer right now (unreachable, restarting or busy): retry after Retry-After",
     422: "the request is not valid or a rule refused it: see detail",
 }
 
@@ -85,20 +86,24 @@ def responses(*codes: int, auth: bool = True) -> dict[int | str, dict[str, Any]]
                                  "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
         if code == 401:
             entry["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}}
+        if code == 503:
+            entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
         out[code] = entry
     return out
 
 
 def finish_openapi(schema: dict[str, Any]) -> None:
-    """Put the Problem model into the components (where `responses` points); every body may be too large (413)."""
+    """Put the Problem model into the components (where `responses` points); every body may be too large (413),
+    and every operation may find the database unavailable (503)."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
     for path in schema.get("paths", {}).values():
         for operation in path.values():
-            if isinstance(operation, dict) and "requestBody" in operation:
-                answers = operation.setdefault("responses", {})
-                for code in (400, 413):
-                    answers.setdefault(str(code), responses(code, auth=False)[code])
+            if not isinstance(operation, dict):
+                continue
+            answers = operation.setdefault("responses", {})
+            for code in ((400, 413, 503) if "requestBody" in operation else (503,)):
+                answers.setdefault(str(code), responses(code, auth=False)[code])
 
 
 def install(app: FastAPI) -> None:
@@ -135,10 +140,37 @@ def install(app: FastAPI) -> None:
             detail = f"{request.method} is not supported here; use {' or '.join(allowed)}"
         return problem(err.status_code, detail, type_="http", headers=headers)
 
+    @app.exception_handler(sa.exc.DBAPIError)
+    @app.exception_handler(sa.exc.TimeoutError)
+    async def _database(request: Request, err: Exception) -> JSONResponse:
+        detail = database_unavailable(err)
+        if detail is None:  # a real fault (a constraint we did not foresee, bad SQL): the last resort's answer
+            return await _last_resort(request, err)
+        log.warning("database unavailable (%s): %s", type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+        return problem(503, detail, type_="unavailable", headers={"Retry-After": "1"})
+
     @app.exception_handler(Exception)
     async def _last_resort(_: Request, err: Exception) -> JSONResponse:
         log.exception("unexpected error", exc_info=err)
         return problem(500, "an unexpected error occurred; it was logged", type_="internal")
+
+
+def database_unavailable(err: Exception) -> str | None:
+    """What to tell the client when the database, not the request, is the problem; None for other errors.
+
+    The pool checks a connection that sat idle before lending it (engine/db.py), but one that a restart killed
+    moments after its last use fails on its first statement: that request gets this answer and the next one
+    reconnects. A change that failed this way was rolled back, unless the connection died during the commit
+    itself; sending expected_version makes the retry safe either way (a 409 then means the first one landed).
+    """
+    if isinstance(err, sa.exc.TimeoutError):
+        return "every database connection is in use: retry in a moment"
+    if isinstance(err, sa.exc.DBAPIError) and err.connection_invalidated:
+        return ("the connection to the database was lost: retry (with expected_version a retried change "
+                "cannot apply twice)")
+    if isinstance(err, sa.exc.OperationalError):
+        return "the database cannot answer right now (down, restarting or too busy): retry in a moment"
+    return None
 
 
 def _allowed_methods(request: Request) -> list[str]:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from engine import people_checks
+from engine.db import read_session
 from engine.errors import FunnelError, InvalidInput, NotFound
 from engine.models.auth import ApiToken
 from engine.models.people import User
@@ -102,7 +103,7 @@ def verify(engine: Engine, token: str | None) -> Principal:
     match = _TOKEN.fullmatch(token)
     if match is None:
         raise Unauthenticated(f"the bearer token is malformed (expected {PREFIX}_<key>_<secret>): {how}")
-    with Session(engine) as session:
+    with read_session(engine) as session:
         found = session.connection().execute(_TOKEN_USER, {"b_key": match.group(1)}).first()
         if found is None or not hmac.compare_digest(found.token_hash, digest(token)):
             raise Unauthenticated(f"the bearer token is not valid: {how}")
@@ -128,7 +129,7 @@ def revoke(engine: Engine, key: str, *, now: datetime) -> TokenView:
 
 def tokens_of(engine: Engine, login: str) -> list[TokenView]:
     """A user's tokens, oldest first, without secrets."""
-    with Session(engine) as session:
+    with read_session(engine) as session:
         user = _user(session, login)
         return _views(session, ApiToken.user_id == user.id)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -55,8 +57,85 @@ def make_engine(url: str, *, durable: bool = True, **kwargs: Any) -> Engine:
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 10}, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_pragmas(durable))
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return sa.create_engine(url, **kwargs)
+    engine = sa.create_engine(url, **kwargs)
+    _ping_when_idle(engine)
+    return engine
+
+
+PING_AFTER_IDLE_SECONDS = 0.5  # read at each checkout
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only when it sat idle for over PING_AFTER_IDLE_SECONDS.
+
+    SQLAlchemy's `pool_pre_ping` sends `SELECT 1` at every checkout: a round trip (~0.3 ms on loopback) before
+    every unit of work, two or more per HTTP request. A connection that was handed back moments ago worked
+    moments ago, so like HikariCP (aliveBypassWindowMs, 500 ms) we skip the check for it. A connection that a
+    server restart killed inside that window fails on its first statement instead: SQLAlchemy then sees the
+    disconnect and retires every pooled connection, so only the request in flight fails (the API answers 503
+    with Retry-After, see api/errors.py) and the next one connects afresh. A failed check raises
+    DisconnectionError, which makes the pool reconnect and try again, invisibly to the caller.
+    """
+    stamp = "funnel_used_at"
+
+    def fresh(_dbapi: Any, record: Any) -> None:
+        record.info[stamp] = time.monotonic()
+
+    def checkout(dbapi: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(stamp, 0.0) <= PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi)
+        except Exception as err:
+            raise sa.exc.DisconnectionError(f"pooled connection is dead: {err}") from err
+        record.info[stamp] = time.monotonic()
+
+    sa.event.listen(engine.pool, "connect", fresh)
+    sa.event.listen(engine.pool, "checkin", fresh)
+    sa.event.listen(engine.pool, "checkout", checkout)
+
+
+class ReadSession(Session):
+    """A session for reads only; on PostgreSQL it runs outside any transaction (autocommit).
+
+    A session that only reads used to cost three round trips beyond its queries on PostgreSQL: BEGIN, ROLLBACK
+    when it closed, and `DEALLOCATE ALL`, because psycopg forgets its prepared statements at every ROLLBACK
+    (so statements were re-parsed all the time). Without a transaction each query is one round trip and
+    prepared statements stay. Consistency is unchanged: at PostgreSQL's READ COMMITTED, every statement of a
+    transaction already saw its own snapshot. SQLite starts no transaction for reads anyway.
+
+    Writing through it is refused (each statement would commit on its own): use a plain Session for writes.
+    """
+
+
+def _refuse_writes(state: Any) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        raise RuntimeError("ReadSession is for reads only: write through a Session (one transaction)")
+
+
+def _refuse_flush(session: Session, *_: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("ReadSession is for reads only: write through a Session (one transaction)")
+
+
+sa.event.listen(ReadSession, "do_orm_execute", _refuse_writes)
+sa.event.listen(ReadSession, "before_flush", _refuse_flush)
+
+
+def read_session(engine: Engine) -> ReadSession:
+    """A ReadSession on `engine` (see its docstring); use it as `with read_session(engine) as session:`."""
+    return ReadSession(reader(engine))
+
+
+def reader(engine: Engine) -> Engine:
+    """`engine` for reads (see ReadSession): on PostgreSQL the same pool, lending its connections in autocommit
+    mode (SQLAlchemy resets them when they come back); elsewhere `engine` itself."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    bind: Engine | None = vars(engine).get("_funnel_reader")  # made once per engine
+    if bind is None:
+        bind = vars(engine)["_funnel_reader"] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return bind
 
 
 class WriteTurn:

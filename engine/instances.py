@@ -23,7 +23,7 @@ from engine import audit_text, holds, sandbox, writes
 from engine.clock import utcnow
 from engine.customers import for_instance
 from engine.data import merge_for_criteria, validate_data
-from engine.db import WriteTurn
+from engine.db import WriteTurn, read_session
 from engine.definitions import DefinitionStore, LoadedDefinition
 from engine.errors import Conflict, ExpressionError, InvalidInput, NotFound, TransitionRefused, WorkflowFailed
 from engine.models import AuditEvent, HumanTask, Instance
@@ -119,18 +119,18 @@ class Funnel:
     # ------------------------------------------------------------ reads
 
     def get(self, instance_id: int) -> InstanceView:
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             row = self._row(session, instance_id)
             return instance_view(row, self._open_tasks(session, instance_id))
 
     def history(self, instance_id: int) -> list[AuditEvent]:
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             self._row(session, instance_id)
             stmt = select(AuditEvent).where(AuditEvent.instance_id == instance_id).order_by(col(AuditEvent.id))
             return audit_text.readable(session.exec(stmt))
 
     def open_tasks(self, instance_id: int) -> list[TaskView]:
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             self._row(session, instance_id)
             return [TaskView.of(t) for t in self._open_tasks(session, instance_id)]
 
@@ -262,7 +262,7 @@ class Funnel:
         if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
             raise InvalidInput("expected_version must be a whole number", "expected_version")
         _check_id(instance_id)
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             found = writes.load_instance(session, instance_id)
         if found is None:
             raise NotFound(f"instance {instance_id} does not exist")

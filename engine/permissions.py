@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from engine.db import read_session, reader
 from engine.errors import Forbidden, InvalidInput, NotFound
 from engine.models import HumanTask, Instance
 from engine.models.people import Team, TeamMember, User
@@ -103,7 +104,7 @@ def principal_of(session: Session, user: User) -> Principal:
 
 def principal_for(engine: Engine, login: str) -> Principal:
     """The principal of a login (the CLI acts as a named user this way)."""
-    with Session(engine) as session:
+    with read_session(engine) as session:
         user = session.exec(select(User).where(User.login == login)).first() if isinstance(login, str) else None
         if user is None:
             raise NotFound(f"no user with login {login!r}")
@@ -114,7 +115,7 @@ def work_of(engine: Engine, instance_id: int) -> Work:
     """Load the facts the rules need about an instance; NotFound for an unknown id."""
     if isinstance(instance_id, bool) or not isinstance(instance_id, int):
         raise InvalidInput("instance id must be a whole number", "instance_id")
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         rows = conn.execute(_WORK, {"b_id": instance_id}).all()  # the instance, once per open task (or once)
     if not rows:
         raise NotFound(f"instance {instance_id} does not exist")

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
+from engine.db import read_session
 from engine.errors import InvalidInput, NotFound
 from engine.models import HumanTask, Instance
 from engine.models.people import Team, TeamMember, User
@@ -63,7 +64,7 @@ def my_tasks(engine: Engine, login: str, *, workflow: str | None = None, stage: 
 def team_queue(engine: Engine, login: str, *, team: str | None = None, workflow: str | None = None,
                stage: str | None = None, limit: int = DEFAULT_LIMIT, offset: int = 0) -> Page:
     """The unassigned tasks waiting for the teams `login` belongs to or manages (or just `team`), oldest first."""
-    with Session(engine) as session:
+    with read_session(engine) as session:
         user = session.exec(select(User).where(User.login == login)).first() if isinstance(login, str) else None
         if user is None:
             raise NotFound(f"no user with login {login!r}")
@@ -110,7 +111,7 @@ def page_of(engine: Engine, where: Any, *, workflow: str | None, stage: str | No
         conditions.append(col(HumanTask.stage) == filter_text(stage, "stage"))
     base: Any = select(HumanTask, Instance).join(Instance, col(Instance.id) == col(HumanTask.instance_id))
     base = base.where(*conditions)
-    with Session(engine) as session:
+    with read_session(engine) as session:
         total = session.exec(select(func.count()).select_from(base.subquery())).one()
         rows = session.exec(base.order_by(col(HumanTask.created_at), col(HumanTask.id)).limit(limit)
                             .offset(offset)).all()

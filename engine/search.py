@@ -11,8 +11,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, func, select
+from sqlmodel import col, func, select
 
+from engine.db import read_session
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.models import HumanTask, Instance
 from engine.models.customers import TIERS
@@ -56,7 +57,7 @@ def find_instances(engine: Engine, *, scope: Scope, workflow: str | None = None,
             conditions.append(col(column) == filter_text(value, name))
     if customer_id is not None:
         conditions.append(col(Instance.customer_id) == customer_id)
-    with Session(engine) as session:
+    with read_session(engine) as session:
         total = session.exec(select(func.count()).select_from(Instance).where(*conditions)).one()
         rows = list(session.exec(select(Instance).where(*conditions).order_by(col(Instance.id).desc())
                                  .limit(limit).offset(offset)))
@@ -72,7 +73,7 @@ def find_instances(engine: Engine, *, scope: Scope, workflow: str | None = None,
 
 def open_task(engine: Engine, task_id: str) -> TaskRef:
     """The instance an open task belongs to; NotFound for an unknown id, Conflict for a task no longer open."""
-    with Session(engine) as session:
+    with read_session(engine) as session:
         row = session.exec(select(HumanTask).where(HumanTask.task_uuid == filter_text(task_id, "task_id"))
                            .order_by(col(HumanTask.id).desc())).first()
         if row is None:

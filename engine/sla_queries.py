@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from engine import sla_ledger as ledger
 from engine.calendar import format_business
+from engine.db import read_session
 from engine.errors import InvalidInput, NotFound
 from engine.instances import RUNNING
 from engine.models import HumanTask, Instance
@@ -107,7 +108,7 @@ def clocks_of(engine: Engine, instance_id: int, now: datetime, *, calendars: Cal
     _check_now(now)
     if not isinstance(instance_id, int) or isinstance(instance_id, bool):
         raise InvalidInput("instance id must be a whole number", "instance_id")
-    with Session(engine) as session:
+    with read_session(engine) as session:
         if session.get(Instance, instance_id) is None:
             raise NotFound(f"instance {instance_id} does not exist")
         rows = list(session.exec(select(SlaClock).where(SlaClock.instance_id == instance_id)
@@ -142,7 +143,7 @@ def sla_items(engine: Engine, *, state: State, now: datetime, limit: int = 100, 
     if assignee is not None:
         stmt = stmt.where(holder == assignee)
     stmt = stmt.order_by(deadline.is_(None), deadline, col(SlaClock.id)).limit(limit).offset(offset)
-    with Session(engine) as session:
+    with read_session(engine) as session:
         found = list(session.exec(stmt))
         views = _views(session, [c for c, _, _ in found], now, calendars or _calendars())
         return [SlaItem(i.id or 0, i.workflow, i.stage, i.customer_tier, who, v)

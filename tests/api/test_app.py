@@ -6,10 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+import engine.db
+from api.errors import database_unavailable
+from engine.instances import Funnel
 from tests.api_factories import OPPORTUNITY, Staff, problem_of, start
+from tests.db_helpers import backend_pid, drop_backend
 
 
 def test_given_a_running_service_when_health_is_asked_then_database_and_ticker_are_reported(
@@ -65,3 +70,35 @@ def test_given_bad_ids_routes_or_methods_then_a_problem_document_not_a_500(
     problem_of(response, status)
     if status == 405:
         assert response.headers["allow"] in ("GET", "GET, POST")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_given_the_database_connection_lost_mid_use_then_503_with_retry_after_and_the_next_call_works(
+        funnel: Funnel, staff: Staff, pg_admin: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given an instance and one pooled connection that was used moments ago (so it is not checked again)
+    alice = staff.as_("alice")
+    created = start(alice, customer_tier="B", data=OPPORTUNITY)
+    funnel.engine.dispose()
+    monkeypatch.setattr(engine.db, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    # when the server drops it (as a restart does)
+    drop_backend(pg_admin, backend_pid(funnel.engine))
+    # then the request that meets the dead connection gets a 503 that says to retry, not a 500
+    response = alice.get(f"/api/instances/{created['id']}")
+    body = problem_of(response, 503)
+    assert response.headers["Retry-After"] == "1"
+    assert body["type"] == "urn:funnel:problem:unavailable" and "connection to the database was lost" in body["detail"]
+    # and the retry works on a fresh connection
+    assert alice.get(f"/api/instances/{created['id']}").status_code == 200
+
+
+@pytest.mark.parametrize(("error", "says"), [
+    (sa.exc.OperationalError("UPDATE instance", {}, Exception("database is locked")), "too busy"),
+    (sa.exc.TimeoutError("QueuePool limit of size 5 overflow 10 reached"), "every database connection is in use"),
+    (sa.exc.IntegrityError("INSERT", {}, Exception("duplicate key")), None),
+])
+def test_given_a_database_error_then_only_unavailability_is_a_503(error: Exception, says: str | None) -> None:
+    # when the API maps it
+    detail = database_unavailable(error)
+    # then a busy, locked or unreachable database asks for a retry; a real fault stays an internal error
+    assert (detail is None) if says is None else (says in (detail or ""))
