@@ -22,6 +22,8 @@ class SlaClock(SQLModel, table=True):
     """One SLA clock of an instance: per instance (first response, resolution) or per task (a department)."""
 
     __tablename__ = "sla_clock"
+    # one clock per key and instance; on PostgreSQL a unique index over the key's md5 as a 16-byte uuid (0020), which
+    # a portable model cannot declare (tests.db_helpers.model_diff expects that one difference there)
     __table_args__ = (sa.UniqueConstraint("instance_id", "key", name="uq_sla_clock_instance_key"),)
 
     id: int | None = Field(default=None, primary_key=True)

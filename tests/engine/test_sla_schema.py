@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
 from engine.db import alembic_config, migrate
 from engine.instances import Funnel
 from engine.models.sla import SlaClock, SlaClockEvent, SlaDue, key_of, task_of
 from tests.conftest import FakeClock
+from tests.db_helpers import model_diff
 from tests.factories import FUNNEL_STAGE_DATA
 from tests.people_factories import opportunity, sales_roster
 from tests.sla_factories import MONDAY_9AM, fired, pending_due, tick_at, ticket
@@ -21,8 +20,7 @@ TABLES = ("sla_clock", "sla_clock_event", "sla_due")
 
 
 def test_given_the_migrated_schema_then_the_sla_tables_match_the_models(funnel: Funnel) -> None:
-    with funnel.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    diff = model_diff(funnel.engine)
     assert [d for d in diff if any(f"'{t}'" in repr(d) for t in TABLES)] == []
 
 
@@ -131,3 +129,46 @@ def test_task_of_reads_the_task_from_a_per_task_key_only() -> None:
         "0b18ffd4-9b73-4f05-9ec0-95e66f3c9f71")
     assert task_of("first_response", "first_response") is None
     assert task_of("a:b:0b18ffd4", "a:b") == "0b18ffd4"  # a name with a colon still splits after the name
+
+
+# ---------------------------------------------------------------- 0020: PostgreSQL indexes the key's md5
+
+
+def duplicate_clock(funnel: Funnel) -> None:
+    """Insert a copy of the first clock (same instance, same key)."""
+    with Session(funnel.engine) as session:
+        first = session.exec(select(SlaClock).order_by(col(SlaClock.id))).first()
+        assert first is not None
+        session.add(SlaClock(**first.model_dump(exclude={"id"})))
+        session.commit()
+
+
+def unique_key_definition(funnel: Funnel) -> str:
+    with funnel.engine.connect() as conn:
+        if funnel.engine.dialect.name == "postgresql":
+            return str(conn.execute(sa.text("SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+                                            "AND indexname = 'uq_sla_clock_instance_key'")).scalar_one())
+        return str(conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'sla_clock'")).scalar_one())
+
+
+def test_given_a_clock_when_0020_is_downgraded_and_upgraded_then_a_second_clock_with_its_key_is_refused(
+        funnel: Funnel, clock: FakeClock) -> None:
+    # given an opportunity (a per-task clock, whose key carries the task's uuid) and a ticket
+    clock.now = MONDAY_9AM
+    sales_roster(funnel.engine, now=clock.now)
+    opportunity(funnel)
+    ticket(funnel)
+    before = clock_tasks(funnel)
+    # then the key is unique per instance: on PostgreSQL through its md5 as a 16-byte uuid
+    assert ("md5((key)::text))::uuid" in unique_key_definition(funnel)) == (funnel.engine.dialect.name == "postgresql")
+    with pytest.raises(sa.exc.IntegrityError):
+        duplicate_clock(funnel)
+    # when the schema goes back to 0019 and forward again, the clocks are kept and the guarantee with them
+    command.downgrade(alembic_config(funnel.engine), "0019")
+    assert "md5" not in unique_key_definition(funnel)
+    with pytest.raises(sa.exc.IntegrityError):
+        duplicate_clock(funnel)
+    migrate(funnel.engine)
+    assert clock_tasks(funnel) == before
+    with pytest.raises(sa.exc.IntegrityError):
+        duplicate_clock(funnel)
