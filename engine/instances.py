@@ -97,6 +97,11 @@ class ChangeEvent:
     closed_tasks: list[HumanTask] = field(default_factory=list)
 
 
+# Runs on the loaded row and its open tasks (id, assignee, team) before anything else; raises to refuse (the API
+# passes its permission check: engine.permissions.guard).
+Guard = Callable[[Instance, tuple[writes.OpenTask, ...]], None]
+
+
 class ChangeListener(Protocol):
     """Assignment, SLA clocks and linked instances react to changes in the same transaction."""
 
@@ -183,10 +188,11 @@ class Funnel:
         return row
 
     def advance(self, instance_id: int, data: Mapping[str, Any], *, actor: str,
-                expected_version: int | None = None, task_id: str | None = None) -> InstanceView:
+                expected_version: int | None = None, task_id: str | None = None,
+                guard: Guard | None = None) -> InstanceView:
         """Complete the current stage if every exit criterion holds; else refuse listing all unmet."""
+        row, definition, wf = self._load(instance_id, expected_version, guard=guard)  # the guard first: 403 before 422
         clean = validate_data(data)
-        row, definition, wf = self._load(instance_id, expected_version)
         task = self._current_task(wf, task_id)
         stage = definition.meta.stage_for_task(task.task_spec.name)
         before = wf.data()
@@ -200,10 +206,11 @@ class Funnel:
         return self._write(row, definition, change)
 
     def move(self, instance_id: int, to_stage: str, *, actor: str, reason: str | None,
-             data: Mapping[str, Any] | None = None, expected_version: int | None = None) -> InstanceView:
+             data: Mapping[str, Any] | None = None, expected_version: int | None = None,
+             guard: Guard | None = None) -> InstanceView:
         """Go back to an earlier stage or skip ahead, as the definition's policy allows, with a reason."""
+        row, definition, wf = self._load(instance_id, expected_version, guard=guard)
         clean = validate_data(data or {})
-        row, definition, wf = self._load(instance_id, expected_version)
         meta = definition.meta
         target = meta.stage_named(to_stage)
         if target is None:
@@ -227,18 +234,20 @@ class Funnel:
         return self._write(row, definition, change)
 
     def set_waiting(self, instance_id: int, *, waiting: bool, actor: str, reason: str | None,
-                    expected_version: int | None = None) -> InstanceView:
+                    expected_version: int | None = None, guard: Guard | None = None) -> InstanceView:
         """Enter or leave 'waiting on the customer' (SLA clocks pause), where the definition allows it."""
-        row, definition, wf = self._load(instance_id, expected_version, finished="it cannot wait on the customer")
+        row, definition, wf = self._load(instance_id, expected_version, finished="it cannot wait on the customer",
+                                         guard=guard)
         kind, text = holds.waiting_change(row, definition.meta, waiting=waiting, reason=reason)
         now = self.clock()
         row.waiting_since = now if waiting else None
         return self._write(row, definition, _Change(kind, actor, now, wf, wf.data(), row.stage, reason=text))
 
     def close_early(self, instance_id: int, *, actor: str, reason: str | None,
-                    expected_version: int | None = None) -> InstanceView:
+                    expected_version: int | None = None, guard: Guard | None = None) -> InstanceView:
         """Close with tasks still open (cancelled, listed as `unanswered`), where the definition allows it."""
-        row, definition, wf = self._load(instance_id, expected_version, finished="there is nothing to close")
+        row, definition, wf = self._load(instance_id, expected_version, finished="there is nothing to close",
+                                         guard=guard)
         text = holds.close_reason(definition.meta, reason)
         before = wf.data()
         self._run(lambda: cancel_workflow(wf, record_open_as=holds.UNANSWERED))
@@ -257,16 +266,22 @@ class Funnel:
         session.add(holds.waiting_started_event(row, now=now, actor=actor, reason=text or ""))
         self._notify(ChangeEvent(self, session, row, definition, kind, actor, now, row.stage, dict(row.data)))
 
-    def _load(self, instance_id: int, expected: int | None, *, finished: str = "it has no stage to move"
-              ) -> tuple[Instance, LoadedDefinition, Workflow]:
+    def _load(self, instance_id: int, expected: int | None, *, finished: str = "it has no stage to move",
+              guard: Guard | None = None) -> tuple[Instance, LoadedDefinition, Workflow]:
         if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
             raise InvalidInput("expected_version must be a whole number", "expected_version")
         _check_id(instance_id)
+        open_tasks: tuple[writes.OpenTask, ...] = ()
         with read_session(self.engine) as session:
-            found = writes.load_instance(session, instance_id)
+            if guard is None:
+                found = writes.load_instance(session, instance_id)
+            else:
+                found, open_tasks = writes.load_instance_open(session, instance_id)
         if found is None:
             raise NotFound(f"instance {instance_id} does not exist")
         row = found
+        if guard is not None:
+            guard(row, open_tasks)  # on the very version the change will be written over (no stale check)
         if expected is not None and expected != row.row_version:
             raise Conflict(
                 f"instance {instance_id} is at version {row.row_version}, not {expected}: reload it and retry",

@@ -31,6 +31,12 @@ AUDIT: sa.Table = AuditEvent.__table__  # type: ignore[attr-defined]
 CHANGED_COLUMNS = ("state", "data", "stage", "stage_order", "status", "probability", "amount", "waiting_since")
 
 _SELECT_INSTANCE = sa.select(INSTANCE).where(INSTANCE.c.id == sa.bindparam("b_id"))
+# The instance with who holds its open tasks (once per open task, or once): what a permission guard needs
+_SELECT_INSTANCE_OPEN = (
+    sa.select(INSTANCE, TASK.c.task_uuid.label("o_task"), TASK.c.assignee.label("o_assignee"),
+              TASK.c.team.label("o_team"))
+    .select_from(INSTANCE.outerjoin(TASK, sa.and_(TASK.c.instance_id == INSTANCE.c.id, TASK.c.status == "ready")))
+    .where(INSTANCE.c.id == sa.bindparam("b_id")).order_by(TASK.c.id))
 _UPDATE_INSTANCE = (
     sa.update(INSTANCE)
     .where(INSTANCE.c.id == sa.bindparam("b_id"), INSTANCE.c.row_version == sa.bindparam("b_expected"))
@@ -62,6 +68,18 @@ def load_instance(session: Session, instance_id: int) -> Instance | None:
     """The instance row as a detached object (not tracked: changes are written by `update_instance`)."""
     found = session.connection().execute(_SELECT_INSTANCE, {"b_id": instance_id}).first()
     return None if found is None else row_object(Instance, found._mapping)
+
+
+OpenTask = tuple[str, str | None, str | None]  # an open task's id, assignee and team
+
+
+def load_instance_open(session: Session, instance_id: int) -> tuple[Instance | None, tuple[OpenTask, ...]]:
+    """The instance row (as load_instance) and who holds its open tasks, in one statement."""
+    rows = session.connection().execute(_SELECT_INSTANCE_OPEN, {"b_id": instance_id}).all()
+    if not rows:
+        return None, ()
+    row = row_object(Instance, {c.name: rows[0]._mapping[c] for c in INSTANCE.c})
+    return row, tuple((r.o_task, r.o_assignee, r.o_team) for r in rows if r.o_task is not None)
 
 
 def update_instance(session: Session, row: Instance, *, expected: int, now: datetime) -> bool:

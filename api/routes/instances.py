@@ -80,34 +80,33 @@ def history(instance_id: InstanceId, f: FunnelDep, user: UserDep) -> list[EventO
 @router.post("/{instance_id}/advance", responses=CHANGES)
 def advance(instance_id: InstanceId, body: AdvanceIn, f: FunnelDep, user: UserDep) -> InstanceOut:
     """Complete the current stage (or `task_id`): 422 lists every unmet criterion; 409 names the current version."""
-    permissions.check_work(user, permissions.work_of(f.engine, instance_id), task_id=body.task_id,
-                           doing="advancing")
     return instance_out(f, f.advance(instance_id, body.data, actor=user.login,
-                                     expected_version=body.expected_version, task_id=body.task_id))
+                                     expected_version=body.expected_version, task_id=body.task_id,
+                                     guard=permissions.guard(user, task_id=body.task_id, doing="advancing")))
 
 
 @router.post("/{instance_id}/move", responses=CHANGES)
 def move(instance_id: InstanceId, body: MoveIn, f: FunnelDep, user: UserDep) -> InstanceOut:
     """Go back to an earlier stage or skip ahead, as the workflow's policy allows, with an audited reason."""
-    permissions.check_work(user, permissions.work_of(f.engine, instance_id), doing="moving")
     return instance_out(f, f.move(instance_id, body.to_stage, actor=user.login, reason=body.reason, data=body.data,
-                                  expected_version=body.expected_version))
+                                  expected_version=body.expected_version,
+                                  guard=permissions.guard(user, doing="moving")))
 
 
 @router.post("/{instance_id}/waiting", responses=CHANGES)
 def waiting(instance_id: InstanceId, body: WaitingIn, f: FunnelDep, user: UserDep) -> InstanceOut:
     """Start (`waiting: true`, with a reason) or end waiting on the customer; SLA clocks pause meanwhile."""
-    permissions.check_work(user, permissions.work_of(f.engine, instance_id), doing="setting waiting on")
     return instance_out(f, f.set_waiting(instance_id, waiting=body.waiting, actor=user.login, reason=body.reason,
-                                         expected_version=body.expected_version))
+                                         expected_version=body.expected_version,
+                                         guard=permissions.guard(user, doing="setting waiting on")))
 
 
 @router.post("/{instance_id}/close", responses=CHANGES)
 def close(instance_id: InstanceId, body: CloseIn, f: FunnelDep, user: UserDep) -> InstanceOut:
     """Close early where the workflow allows it; open tasks are cancelled and listed as unanswered."""
-    permissions.check_work(user, permissions.work_of(f.engine, instance_id), doing="closing")
     return instance_out(f, f.close_early(instance_id, actor=user.login, reason=body.reason,
-                                         expected_version=body.expected_version))
+                                         expected_version=body.expected_version,
+                                         guard=permissions.guard(user, doing="closing")))
 
 
 @router.post("/{instance_id}/assign", responses=CHANGES)

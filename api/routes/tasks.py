@@ -37,7 +37,6 @@ def tasks(f: FunnelDep, user: UserDep, queue: Literal["mine", "team", "unassigne
 def complete(task_id: TaskIdPath, body: CompleteIn, f: FunnelDep, user: UserDep) -> InstanceOut:
     """Complete an open task with this data: its stage's exit criteria apply (422 lists every unmet one)."""
     ref = search.open_task(f.engine, task_id)
-    permissions.check_work(user, permissions.work_of(f.engine, ref.instance_id), task_id=task_id,
-                           doing="completing a task of")
     return instance_out(f, f.advance(ref.instance_id, body.data, actor=user.login,
-                                     expected_version=body.expected_version, task_id=task_id))
+                                     expected_version=body.expected_version, task_id=task_id,
+                                     guard=permissions.guard(user, task_id=task_id, doing="completing a task of")))

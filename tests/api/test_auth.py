@@ -96,6 +96,8 @@ def test_given_someone_elses_instance_then_reps_get_403_and_managers_of_the_team
     assert "may not see instance" in problem_of(staff.as_("carol").get(url), 403)["detail"]
     refused = staff.as_("carol").post(f"{url}/advance", {"data": FUNNEL_STAGE_DATA[1]})
     assert "only its assignee" in problem_of(refused, 403)["detail"]
+    # (and the refusal comes before anything is said about the data she sent)
+    assert problem_of(staff.as_("carol").post(f"{url}/advance", {"data": {"_bad": 1}}), 403)
     # sam manages another team; mia manages alice's; olga owns the processes (reads everything)
     assert staff.as_("sam").get(url).status_code == 403
     assert staff.as_("olga").get(url).status_code == 200

@@ -286,3 +286,45 @@ def test_given_the_audit_log_when_someone_tries_to_rewrite_it_then_the_database_
         with pytest.raises(sa.exc.DatabaseError, match="append-only"), funnel.engine.begin() as conn:
             conn.execute(sa.text(statement))
     assert [e.actor for e in funnel.history(view.id)] == ["rep1"]
+
+
+# ---------------------------------------------------------------- guards (the API's permission check)
+
+
+def test_given_a_guard_when_advancing_then_it_sees_the_row_and_open_tasks_the_change_is_written_over(
+        funnel: Funnel) -> None:
+    # given an opportunity with one open task
+    view = start_opportunity(funnel)
+    [task] = view.open_tasks
+    seen: list[tuple[int, int, tuple[Any, ...]]] = []
+
+    def guard(row: Instance, tasks: tuple[Any, ...]) -> None:
+        seen.append((row.id or 0, row.row_version, tasks))
+
+    # when it is advanced with a guard
+    after = funnel.advance(view.id, FUNNEL_STAGE_DATA[0], actor="rep1", guard=guard)
+    # then the guard saw the instance at the version the change replaced, and who holds its open task
+    assert seen == [(view.id, view.row_version, ((task.id, task.assignee, None),))]  # no team: no roster here
+    assert after.row_version == view.row_version + 1
+
+
+@pytest.mark.parametrize("change", ["advance", "move", "set_waiting", "close_early"])
+def test_given_a_guard_that_refuses_then_the_change_is_refused_and_nothing_is_written(
+        funnel: Funnel, change: str) -> None:
+    # given an opportunity
+    view = start_opportunity(funnel)
+
+    def refuse(row: Instance, tasks: tuple[Any, ...]) -> None:
+        raise PermissionError(f"not yours: {row.id}")
+
+    calls = {
+        "advance": lambda: funnel.advance(view.id, FUNNEL_STAGE_DATA[0], actor="rep1", guard=refuse),
+        "move": lambda: funnel.move(view.id, STAGES[2], actor="rep1", reason="skip", guard=refuse),
+        "set_waiting": lambda: funnel.set_waiting(view.id, waiting=True, actor="rep1", reason="r", guard=refuse),
+        "close_early": lambda: funnel.close_early(view.id, actor="rep1", reason="r", guard=refuse),
+    }
+    # when the change is asked for, then the guard's refusal comes out and the instance is as it was
+    with pytest.raises(PermissionError, match=f"not yours: {view.id}"):
+        calls[change]()
+    assert funnel.get(view.id).row_version == view.row_version
+    assert [e.kind for e in funnel.history(view.id)] == ["created"]
