@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from engine.db import read_session
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.models import AuditEvent, Instance
 from engine.models.customers import TIERS, Customer, CustomerContact, CustomerHistory
@@ -76,7 +77,7 @@ class CustomerView:
 
 
 def get(funnel: Funnel, customer_id: int) -> CustomerView:
-    with Session(funnel.engine) as session:
+    with read_session(funnel.engine) as session:
         return _view(session, _row(session, customer_id))
 
 
@@ -90,13 +91,13 @@ def find(funnel: Funnel, *, tier: str | None = None, region: str | None = None,
         stmt = stmt.where(sa.func.lower(col(Customer.region)) == _text(region, "region", 100).lower())
     if parent_id is not None:
         stmt = stmt.where(Customer.parent_id == _id(parent_id, "parent_id"))
-    with Session(funnel.engine) as session:
+    with read_session(funnel.engine) as session:
         return [_view(session, row) for row in session.exec(stmt.order_by(col(Customer.name), col(Customer.id)))]
 
 
 def history(funnel: Funnel, customer_id: int) -> list[CustomerHistory]:
     """Who created and changed the customer (tier changes with their reasons), oldest first."""
-    with Session(funnel.engine) as session:
+    with read_session(funnel.engine) as session:
         _row(session, customer_id)
         stmt = select(CustomerHistory).where(CustomerHistory.customer_id == customer_id)
         return list(session.exec(stmt.order_by(col(CustomerHistory.id))))

@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from engine import lint
 from engine.clock import utcnow
+from engine.db import read_session
 from engine.errors import DefinitionError, NotFound, Problem
 from engine.models import DefinitionVersion
 from engine.spiff import ParsedSpecs, parse_sources, xml_parser
@@ -147,18 +148,18 @@ class DefinitionStore:
         return [self.publish(source) for source in read_folder(folder)]
 
     def latest(self, workflow: str) -> LoadedDefinition:
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             row = self._latest_row(session, workflow)
         if row is None or row.id is None:
             raise NotFound(f"no workflow named '{workflow}'; known: {', '.join(self.names()) or 'none'}")
         return self.get(row.id)
 
     def names(self) -> list[str]:
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             return list(session.exec(select(DefinitionVersion.workflow).distinct().order_by("workflow")))
 
     def versions(self) -> list[DefinitionVersion]:
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             stmt = select(DefinitionVersion).order_by("workflow", "version")
             return list(session.exec(stmt))
 
@@ -169,7 +170,7 @@ class DefinitionStore:
             if hit is not None:
                 self._cache.move_to_end(version_id)
                 return hit
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             row = session.get(DefinitionVersion, version_id)
         if row is None:
             raise NotFound(f"definition version {version_id} does not exist")

@@ -13,8 +13,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, or_, select
+from sqlmodel import col, or_, select
 
+from engine.db import read_session
 from engine.errors import Conflict, FunnelError, InvalidInput, NotFound, WorkflowFailed
 from engine.instances import RUNNING, ChangeEvent, Funnel
 from engine.models import Instance
@@ -108,7 +109,7 @@ def links_of(funnel: Funnel, instance_id: int) -> list[LinkView]:
     """Both directions: the project an opportunity started, the opportunity (and customer) a project came from."""
     if not isinstance(instance_id, int) or isinstance(instance_id, bool):
         raise InvalidInput("instance id must be a whole number", "instance_id")
-    with Session(funnel.engine) as session:
+    with read_session(funnel.engine) as session:
         if session.get(Instance, instance_id) is None:
             raise NotFound(f"instance {instance_id} does not exist")
         stmt = select(InstanceLink).where(or_(col(InstanceLink.from_instance_id) == instance_id,

@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 from engine import people_checks as checks
 from engine import rotation
 from engine.clock import utcnow
+from engine.db import read_session
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.models.people import Absence, Team, TeamMember, User
 
@@ -109,12 +110,12 @@ def deactivate_user(engine: Engine, login: str) -> UserView:
 
 
 def get_user(engine: Engine, login: str) -> UserView:
-    with Session(engine) as session:
+    with read_session(engine) as session:
         return UserView.of(_user(session, login))
 
 
 def list_users(engine: Engine, *, active_only: bool = False) -> list[UserView]:
-    with Session(engine) as session:
+    with read_session(engine) as session:
         stmt = select(User).order_by(col(User.login))
         if active_only:
             stmt = stmt.where(col(User.active).is_(True))
@@ -206,12 +207,12 @@ def remove_member(engine: Engine, team: str, login: str) -> TeamView:
 
 
 def get_team(engine: Engine, name: str) -> TeamView:
-    with Session(engine) as session:
+    with read_session(engine) as session:
         return _team_view(session, _team(session, name))
 
 
 def list_teams(engine: Engine) -> list[TeamView]:
-    with Session(engine) as session:
+    with read_session(engine) as session:
         return [_team_view(session, t) for t in session.exec(select(Team).order_by(col(Team.name)))]
 
 
@@ -246,7 +247,7 @@ def remove_absence(engine: Engine, absence_id: int) -> None:
 
 
 def absences(engine: Engine, login: str) -> list[AbsenceView]:
-    with Session(engine) as session:
+    with read_session(engine) as session:
         user = _user(session, login)
         stmt = select(Absence).where(Absence.user_id == user.id).order_by(col(Absence.starts_at))
         return [AbsenceView(a.id or 0, login, rotation.utc(a.starts_at), rotation.utc(a.ends_at), a.reason)

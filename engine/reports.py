@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
+from engine.db import read_session
 from engine.errors import InvalidInput
 from engine.instances import RUNNING, Funnel
 from engine.models import AuditEvent, HumanTask, Instance
@@ -68,7 +69,7 @@ def funnel_report(funnel: Funnel, *, workflow: str = "sales_funnel", since: date
     """Compute the funnel of `workflow` over instances created in [since, until); teams None = every team."""
     _check(since=since, until=until, region=region, tier=tier)
     stages = sorted(funnel.definitions.latest(workflow).meta.stages, key=lambda s: s.order)
-    with Session(funnel.engine) as session:
+    with read_session(funnel.engine) as session:
         rows = _population(session, workflow, since=since, until=until, teams=teams, tier=tier)
         if region is not None:
             regions = _customer_regions(session, {r.customer_id for r in rows if r.customer_id is not None})
@@ -88,7 +89,7 @@ def funnel_report(funnel: Funnel, *, workflow: str = "sales_funnel", since: date
 
 def instance_counts(engine: Engine) -> list[tuple[str, str, int]]:
     """(workflow, status, count) of every instance: the gauge behind /metrics."""
-    with Session(engine) as session:
+    with read_session(engine) as session:
         stmt = (select(Instance.workflow, Instance.status, func.count())
                 .group_by(col(Instance.workflow), col(Instance.status)).order_by(col(Instance.workflow)))
         return [(w, s, int(n)) for w, s, n in session.exec(stmt)]
@@ -96,7 +97,7 @@ def instance_counts(engine: Engine) -> list[tuple[str, str, int]]:
 
 def open_task_counts(engine: Engine) -> list[tuple[str, int]]:
     """(workflow, open human tasks) for /metrics."""
-    with Session(engine) as session:
+    with read_session(engine) as session:
         stmt = (select(Instance.workflow, func.count()).select_from(HumanTask)
                 .join(Instance, col(Instance.id) == col(HumanTask.instance_id))
                 .where(HumanTask.status == "ready").group_by(col(Instance.workflow)).order_by(col(Instance.workflow)))

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from engine.db import read_session
 from engine.errors import InvalidInput, NotFound
 from engine.holds import WAITING_ENDED, WAITING_STARTED
 from engine.instances import RUNNING, ChangeEvent
@@ -106,7 +107,7 @@ def ticket_metrics(engine: Engine, instance_id: int) -> TicketMetricsView:
     """One ticket's figures; NotFound for an id that is not a service request."""
     if not isinstance(instance_id, int) or isinstance(instance_id, bool):
         raise InvalidInput("instance id must be a whole number", "instance_id")
-    with Session(engine) as session:
+    with read_session(engine) as session:
         row = session.get(TicketMetrics, instance_id)
         if row is None:
             raise NotFound(f"instance {instance_id} is not a service request with recorded metrics")
@@ -121,7 +122,7 @@ def ticket_metrics_for(engine: Engine, *, resolved_by: str | None = None,
         stmt = stmt.where(TicketMetrics.resolved_by == resolved_by)
     if closed_only:
         stmt = stmt.where(col(TicketMetrics.closed_at).is_not(None))
-    with Session(engine) as session:
+    with read_session(engine) as session:
         return [TicketMetricsView.of(r) for r in session.exec(stmt.order_by(col(TicketMetrics.instance_id)))]
 
 
