@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -52,7 +52,11 @@ class InstanceView:
     waiting_since: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain values; `data` copied one level (asdict deep-copied every value: ~60 us per reply)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["data"] = dict(self.data)
+        out["open_tasks"] = [asdict(t) for t in self.open_tasks]
+        return out
 
 
 def instance_view(row: Instance, tasks: list[HumanTask]) -> InstanceView:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from api.auth import FunnelDep, UserDep
 from api.errors import responses
-from api.routes.common import Filter, InstanceId, Limit, Offset, instance_out
+from api.routes.common import Filter, InstanceId, Limit, Offset, instance_out, instance_response
 from api.schemas import (
     MAX_ID,
     AdvanceIn,
@@ -33,13 +33,13 @@ router = APIRouter(prefix="/api/instances", tags=["instances"])
 CHANGES = responses(403, 404, 409, 422)
 
 
-@router.post("", status_code=201, responses=responses(403, 404, 422))
-def start(body: StartIn, f: FunnelDep, user: UserDep) -> InstanceOut:
+@router.post("", status_code=201, responses=responses(403, 404, 422), response_model=InstanceOut)
+def start(body: StartIn, f: FunnelDep, user: UserDep) -> Response:
     """Start an instance of the newest version of a workflow (reps: sales work; service desk: tickets)."""
     permissions.check_start(user, body.workflow)
     view = f.start(body.workflow, body.data, actor=user.login, customer_id=body.customer_id,
                    customer_tier=body.customer_tier, waiting=body.waiting, waiting_reason=body.waiting_reason)
-    return instance_out(f, view)
+    return instance_response(f, view, status_code=201)
 
 
 @router.get("", responses=responses(422))
@@ -77,41 +77,42 @@ def history(instance_id: InstanceId, f: FunnelDep, user: UserDep) -> list[EventO
     return [EventOut.model_validate(e.model_dump()) for e in f.history(instance_id)]
 
 
-@router.post("/{instance_id}/advance", responses=CHANGES)
-def advance(instance_id: InstanceId, body: AdvanceIn, f: FunnelDep, user: UserDep) -> InstanceOut:
+@router.post("/{instance_id}/advance", responses=CHANGES, response_model=InstanceOut)
+def advance(instance_id: InstanceId, body: AdvanceIn, f: FunnelDep, user: UserDep) -> Response:
     """Complete the current stage (or `task_id`): 422 lists every unmet criterion; 409 names the current version."""
-    return instance_out(f, f.advance(instance_id, body.data, actor=user.login,
-                                     expected_version=body.expected_version, task_id=body.task_id,
-                                     guard=permissions.guard(user, task_id=body.task_id, doing="advancing")))
+    return instance_response(f, f.advance(instance_id, body.data, actor=user.login,
+                                          expected_version=body.expected_version, task_id=body.task_id,
+                                          guard=permissions.guard(user, task_id=body.task_id, doing="advancing")))
 
 
-@router.post("/{instance_id}/move", responses=CHANGES)
-def move(instance_id: InstanceId, body: MoveIn, f: FunnelDep, user: UserDep) -> InstanceOut:
+@router.post("/{instance_id}/move", responses=CHANGES, response_model=InstanceOut)
+def move(instance_id: InstanceId, body: MoveIn, f: FunnelDep, user: UserDep) -> Response:
     """Go back to an earlier stage or skip ahead, as the workflow's policy allows, with an audited reason."""
-    return instance_out(f, f.move(instance_id, body.to_stage, actor=user.login, reason=body.reason, data=body.data,
-                                  expected_version=body.expected_version,
-                                  guard=permissions.guard(user, doing="moving")))
+    return instance_response(f, f.move(instance_id, body.to_stage, actor=user.login, reason=body.reason, data=body.data,
+                                       expected_version=body.expected_version,
+                                       guard=permissions.guard(user, doing="moving")))
 
 
-@router.post("/{instance_id}/waiting", responses=CHANGES)
-def waiting(instance_id: InstanceId, body: WaitingIn, f: FunnelDep, user: UserDep) -> InstanceOut:
+@router.post("/{instance_id}/waiting", responses=CHANGES, response_model=InstanceOut)
+def waiting(instance_id: InstanceId, body: WaitingIn, f: FunnelDep, user: UserDep) -> Response:
     """Start (`waiting: true`, with a reason) or end waiting on the customer; SLA clocks pause meanwhile."""
-    return instance_out(f, f.set_waiting(instance_id, waiting=body.waiting, actor=user.login, reason=body.reason,
-                                         expected_version=body.expected_version,
-                                         guard=permissions.guard(user, doing="setting waiting on")))
+    return instance_response(f, f.set_waiting(instance_id, waiting=body.waiting, actor=user.login, reason=body.reason,
+                                              expected_version=body.expected_version,
+                                              guard=permissions.guard(user, doing="setting waiting on")))
 
 
-@router.post("/{instance_id}/close", responses=CHANGES)
-def close(instance_id: InstanceId, body: CloseIn, f: FunnelDep, user: UserDep) -> InstanceOut:
+@router.post("/{instance_id}/close", responses=CHANGES, response_model=InstanceOut)
+def close(instance_id: InstanceId, body: CloseIn, f: FunnelDep, user: UserDep) -> Response:
     """Close early where the workflow allows it; open tasks are cancelled and listed as unanswered."""
-    return instance_out(f, f.close_early(instance_id, actor=user.login, reason=body.reason,
-                                         expected_version=body.expected_version,
-                                         guard=permissions.guard(user, doing="closing")))
+    return instance_response(f, f.close_early(instance_id, actor=user.login, reason=body.reason,
+                                              expected_version=body.expected_version,
+                                              guard=permissions.guard(user, doing="closing")))
 
 
-@router.post("/{instance_id}/assign", responses=CHANGES)
-def assign(instance_id: InstanceId, body: AssignIn, f: FunnelDep, user: UserDep) -> InstanceOut:
+@router.post("/{instance_id}/assign", responses=CHANGES, response_model=InstanceOut)
+def assign(instance_id: InstanceId, body: AssignIn, f: FunnelDep, user: UserDep) -> Response:
     """Give the open work to someone else, with an audited reason (the team's manager or an admin)."""
     permissions.check_assign(user, permissions.work_of(f.engine, instance_id))
-    return instance_out(f, overrides.reassign(f, instance_id, to=body.assignee, actor=user.login, reason=body.reason,
-                                              task_id=body.task_id, expected_version=body.expected_version))
+    view = overrides.reassign(f, instance_id, to=body.assignee, actor=user.login, reason=body.reason,
+                              task_id=body.task_id, expected_version=body.expected_version)
+    return instance_response(f, view)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from api.auth import FunnelDep, UserDep
 from api.errors import responses
-from api.routes.common import Filter, Limit, Offset, TaskIdPath, instance_out
+from api.routes.common import Filter, Limit, Offset, TaskIdPath, instance_response
 from api.schemas import CompleteIn, InstanceOut, QueueItemOut, TaskList
 from engine import permissions, queues, search
 
@@ -33,10 +33,10 @@ def tasks(f: FunnelDep, user: UserDep, queue: Literal["mine", "team", "unassigne
                     total=page.total, limit=page.limit, offset=page.offset)
 
 
-@router.post("/{task_id}/complete", responses=responses(403, 404, 409, 422))
-def complete(task_id: TaskIdPath, body: CompleteIn, f: FunnelDep, user: UserDep) -> InstanceOut:
+@router.post("/{task_id}/complete", responses=responses(403, 404, 409, 422), response_model=InstanceOut)
+def complete(task_id: TaskIdPath, body: CompleteIn, f: FunnelDep, user: UserDep) -> Response:
     """Complete an open task with this data: its stage's exit criteria apply (422 lists every unmet one)."""
     ref = search.open_task(f.engine, task_id)
-    return instance_out(f, f.advance(ref.instance_id, body.data, actor=user.login,
-                                     expected_version=body.expected_version, task_id=task_id,
-                                     guard=permissions.guard(user, task_id=task_id, doing="completing a task of")))
+    return instance_response(f, f.advance(ref.instance_id, body.data, actor=user.login,
+                                          expected_version=body.expected_version, task_id=task_id,
+                                          guard=permissions.guard(user, task_id=task_id, doing="completing a task of")))
