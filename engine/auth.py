@@ -23,8 +23,8 @@ from engine import people_checks
 from engine.db import read_session
 from engine.errors import FunnelError, InvalidInput, NotFound
 from engine.models.auth import ApiToken
-from engine.models.people import User
-from engine.permissions import Principal, principal_of
+from engine.models.people import Team, User
+from engine.permissions import Principal, principal_from, teams_of
 from engine.writes import row_object
 
 PREFIX = "fnl"
@@ -90,9 +90,13 @@ def issue(engine: Engine, login: str, *, actor: str, now: datetime, label: str |
 
 _TOKEN_T = ApiToken.__table__  # type: ignore[attr-defined]
 _USER = User.__table__  # type: ignore[attr-defined]
-# Built once: every API call verifies its token.
-_TOKEN_USER = (sa.select(_TOKEN_T.c.token_hash, _TOKEN_T.c.revoked_at, *_USER.c)
-               .join(_USER, _USER.c.id == _TOKEN_T.c.user_id).where(_TOKEN_T.c.key == sa.bindparam("b_key")))
+_TEAM = Team.__table__  # type: ignore[attr-defined]
+# Built once: every API call verifies its token. The token, its user, and the user's teams (one row each, or one
+# row without a team): one round trip.
+_TEAM_COLUMNS, _TEAM_OF_USER = teams_of(_USER.c.id)
+_TOKEN_USER = (sa.select(_TOKEN_T.c.token_hash, _TOKEN_T.c.revoked_at, *_USER.c, *_TEAM_COLUMNS)
+               .select_from(_TOKEN_T.join(_USER, _USER.c.id == _TOKEN_T.c.user_id).outerjoin(_TEAM, _TEAM_OF_USER))
+               .where(_TOKEN_T.c.key == sa.bindparam("b_key")).order_by(_TEAM.c.id))
 
 
 def verify(engine: Engine, token: str | None) -> Principal:
@@ -104,7 +108,9 @@ def verify(engine: Engine, token: str | None) -> Principal:
     if match is None:
         raise Unauthenticated(f"the bearer token is malformed (expected {PREFIX}_<key>_<secret>): {how}")
     with read_session(engine) as session:
-        found = session.connection().execute(_TOKEN_USER, {"b_key": match.group(1)}).first()
+        conn = session.connection()
+        rows = conn.execute(_TOKEN_USER, {"b_key": match.group(1)}).all()
+        found = rows[0] if rows else None
         if found is None or not hmac.compare_digest(found.token_hash, digest(token)):
             raise Unauthenticated(f"the bearer token is not valid: {how}")
         user = row_object(User, {c.name: found._mapping[c] for c in _USER.c})
@@ -112,7 +118,7 @@ def verify(engine: Engine, token: str | None) -> Principal:
             raise Unauthenticated(f"the bearer token was revoked: {how}")
         if not user.active:
             raise Unauthenticated(f"user {user.login} is inactive and may not use the API")
-        return principal_of(session, user)
+        return principal_from(conn, user, rows)
 
 
 def revoke(engine: Engine, key: str, *, now: datetime) -> TokenView:

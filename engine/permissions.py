@@ -9,7 +9,7 @@ the role or relation that would allow it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,11 +76,19 @@ _INSTANCE = Instance.__table__  # type: ignore[attr-defined]
 _TASK = HumanTask.__table__  # type: ignore[attr-defined]
 # Built once: every API call runs these (who is calling, what is the instance), so they must cost little, and each
 # is one round trip (a PostgreSQL statement is ~0.3 ms on loopback, more than the rest of the check).
-_MEMBERSHIPS = sa.select(_MEMBER.c.team_id).where(_MEMBER.c.user_id == sa.bindparam("b_user"))
-_TEAMS_OF = sa.select(  # the teams a user manages or belongs to, and which it is
-    _TEAM.c.id, _TEAM.c.name, sa.func.coalesce(_TEAM.c.manager_id == sa.bindparam("b_user"), False).label("manages"),
-    _TEAM.c.id.in_(_MEMBERSHIPS).label("member"),
-).where(sa.or_(_TEAM.c.manager_id == sa.bindparam("b_user"), _TEAM.c.id.in_(_MEMBERSHIPS)))
+
+
+def teams_of(user: Any) -> tuple[list[Any], Any]:
+    """The teams a user (an id column or parameter) manages or belongs to: their columns (team_id, team_name,
+    manages, member) and the condition that picks them, so a query can join them onto its user row."""
+    memberships = sa.select(_MEMBER.c.team_id).where(_MEMBER.c.user_id == user)
+    columns = [_TEAM.c.id.label("team_id"), _TEAM.c.name.label("team_name"),
+               sa.func.coalesce(_TEAM.c.manager_id == user, False).label("manages"),
+               _TEAM.c.id.in_(memberships).label("member")]
+    return columns, sa.or_(_TEAM.c.manager_id == user, _TEAM.c.id.in_(memberships))
+
+
+_TEAMS_OF = sa.select(*teams_of(sa.bindparam("b_user"))[0]).where(teams_of(sa.bindparam("b_user"))[1])
 _MANAGED_PEOPLE = (sa.select(_USER.c.login).join(_MEMBER, _MEMBER.c.user_id == _USER.c.id)
                    .where(_MEMBER.c.team_id.in_(sa.bindparam("b_teams", expanding=True))))
 _OPEN_TASK_OF = sa.and_(_TASK.c.instance_id == _INSTANCE.c.id, _TASK.c.status == "ready")
@@ -93,13 +101,19 @@ _WORK = (sa.select(_INSTANCE.c.workflow, _INSTANCE.c.assignee, _INSTANCE.c.creat
 def principal_of(session: Session, user: User) -> Principal:
     """Build the principal of a user row (roles, teams they belong to and manage, who is in those)."""
     conn = session.connection()
-    teams = conn.execute(_TEAMS_OF, {"b_user": user.id}).all()
-    managed = [(row.id, row.name) for row in teams if row.manages]
+    return principal_from(conn, user, conn.execute(_TEAMS_OF, {"b_user": user.id}).all())
+
+
+def principal_from(conn: sa.Connection, user: User, rows: Sequence[Any]) -> Principal:
+    """The principal of a user whose teams were read with `teams_of`'s columns (rows without a team_id skipped);
+    a manager's team members take one more query."""
+    teams = [row for row in rows if row.team_id is not None]
+    managed = [(row.team_id, row.team_name) for row in teams if row.manages]
     people: set[str] = set()
     if managed:
         people = set(conn.scalars(_MANAGED_PEOPLE, {"b_teams": [tid for tid, _ in managed]}))
     return Principal(login=user.login, roles=frozenset(user.roles),
-                     teams=frozenset(row.name for row in teams if row.member),
+                     teams=frozenset(row.team_name for row in teams if row.member),
                      managed_teams=frozenset(name for _, name in managed), managed_members=frozenset(people))
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 import sqlalchemy as sa
 
-from engine import people
+from engine import auth, people
 from engine.errors import NotFound
 from engine.instances import Funnel
 from engine.permissions import principal_for, work_of
@@ -36,6 +38,22 @@ def test_given_teams_then_each_principal_knows_what_it_belongs_to_and_manages(te
     assert (alice.teams, alice.managed_teams, alice.managed_members) == (frozenset({"north", "keys"}), frozenset(),
                                                                          frozenset())
     assert (bob.teams, bob.roles) == (frozenset({"south"}), frozenset({"rep"}))
+
+
+@pytest.mark.parametrize("login", ["mia", "sam", "alice", "bob", "kim", "solo"])
+def test_given_a_token_then_verify_reads_the_principal_with_its_teams_in_one_statement(teams: Funnel,
+                                                                                        login: str) -> None:
+    # given a token of someone in several teams, one team, managing some, or in none
+    user(teams, "solo", "rep")
+    token = auth.issue(teams.engine, login, actor="root", now=datetime.now(UTC)).token
+    expected = principal_for(teams.engine, login)
+    statements: list[str] = []
+    sa.event.listen(teams.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    # when the token is verified
+    principal = auth.verify(teams.engine, token)
+    # then it is the principal principal_for builds, read in one statement (managers: one more, for their people)
+    assert principal == expected
+    assert len(statements) == (2 if login in ("mia", "sam") else 1)
 
 
 def test_given_a_user_in_no_team_then_the_principal_has_none(funnel: Funnel) -> None:
