@@ -79,6 +79,9 @@ class HumanTask(SQLModel, table=True):
     """A user task while it is (or was) ready: the work queues read this, not the workflow JSON."""
 
     __tablename__ = "human_task"
+    # the open tasks of an instance (every change and permission check asks), chosen with or without statistics
+    __table_args__ = (sa.Index("ix_human_task_open", "instance_id", postgresql_where=sa.text("status = 'ready'"),
+                               sqlite_where=sa.text("status = 'ready'")),)
 
     id: int | None = Field(default=None, primary_key=True)
     instance_id: int = Field(foreign_key="instance.id", index=True)
@@ -88,7 +91,7 @@ class HumanTask(SQLModel, table=True):
     stage: str | None = Field(default=None, max_length=200)
     lane: str | None = Field(default=None, max_length=200)
     role: str | None = Field(default=None, max_length=40)
-    status: str = Field(index=True, max_length=20)  # ready | completed | cancelled
+    status: str = Field(max_length=20)  # ready | completed | cancelled (ix_human_task_open: the ready ones)
     assignee: str | None = Field(default=None, index=True, max_length=200)
     team: str | None = Field(default=None, index=True, max_length=100)  # whose queue holds it (issue 4)
     created_at: datetime = timestamp(nullable=False, default=utcnow)

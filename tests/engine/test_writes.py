@@ -1,4 +1,5 @@
-"""engine.writes.row_object builds objects that behave like constructed ones; engine.db.WriteTurn queues writers."""
+"""engine.writes.row_object builds objects that behave like constructed ones; engine.db.WriteTurn queues writers;
+an instance's open tasks are read through their index."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import time
 from pathlib import Path
 
 from engine.db import WriteTurn, make_engine
+from engine.instances import Funnel
 from engine.models import HumanTask
-from engine.writes import row_object
+from engine.writes import _OPEN_TASKS, row_object
+from tests.factories import FUNNEL_STAGE_DATA, start_opportunity
 
 
 def test_given_a_fresh_process_when_the_first_object_is_built_before_any_query_then_its_attributes_work() -> None:
@@ -53,3 +56,19 @@ def test_given_another_process_holds_the_sqlite_write_turn_when_we_take_it_then_
         assert 0.3 < waited < 5
     finally:
         holder.wait(timeout=30)
+
+
+def test_given_many_instances_and_no_statistics_then_open_tasks_are_read_through_their_partial_index(
+        funnel: Funnel) -> None:
+    # given 200 opportunities (each with one open task and one finished) on a database nobody has analyzed
+    ids = [start_opportunity(funnel).id for _ in range(200)]
+    for i in ids[:100]:
+        funnel.advance(i, FUNNEL_STAGE_DATA[0], actor="rep1")
+    # when the database plans the read every change and permission check makes (an instance's open tasks)
+    sql = str(_OPEN_TASKS.params(b_instance=ids[-1]).compile(dialect=funnel.engine.dialect,
+                                                               compile_kwargs={"literal_binds": True}))
+    explain = "EXPLAIN QUERY PLAN " if funnel.engine.dialect.name == "sqlite" else "EXPLAIN "
+    with funnel.engine.connect() as conn:
+        plan = " ".join(str(r) for r in conn.exec_driver_sql(explain + sql))
+    # then it uses the partial index of open tasks, not a scan of every ready task filtered by instance
+    assert "ix_human_task_open" in plan, plan
