@@ -22,6 +22,7 @@ from engine.errors import Forbidden, InvalidInput, NotFound
 from engine.models import HumanTask, Instance
 from engine.models.people import Team, TeamMember, User
 from engine.service_metrics import TICKET_WORKFLOWS  # the service desk's work
+from engine.writes import OPEN_TASK_OF, OpenTask
 
 REP, MANAGER, SERVICE_DESK, PROCESS_OWNER, ADMIN = "rep", "manager", "service_desk", "process_owner", "admin"
 QUEUES = ("mine", "team", "unassigned")
@@ -54,7 +55,7 @@ class Work:
     workflow: str
     assignee: str | None
     created_by: str
-    tasks: tuple[tuple[str, str | None, str | None], ...] = ()  # (task id, assignee, team) of open tasks
+    tasks: tuple[OpenTask, ...] = ()  # (task id, assignee, team) of open tasks
 
 
 @dataclass(frozen=True)
@@ -88,13 +89,13 @@ def teams_of(user: Any) -> tuple[list[Any], Any]:
     return columns, sa.or_(_TEAM.c.manager_id == user, _TEAM.c.id.in_(memberships))
 
 
-_TEAMS_OF = sa.select(*teams_of(sa.bindparam("b_user"))[0]).where(teams_of(sa.bindparam("b_user"))[1])
+_TEAM_COLUMNS, _TEAM_OF_USER = teams_of(sa.bindparam("b_user"))
+_TEAMS_OF = sa.select(*_TEAM_COLUMNS).where(_TEAM_OF_USER)
 _MANAGED_PEOPLE = (sa.select(_USER.c.login).join(_MEMBER, _MEMBER.c.user_id == _USER.c.id)
                    .where(_MEMBER.c.team_id.in_(sa.bindparam("b_teams", expanding=True))))
-_OPEN_TASK_OF = sa.and_(_TASK.c.instance_id == _INSTANCE.c.id, _TASK.c.status == "ready")
 _WORK = (sa.select(_INSTANCE.c.workflow, _INSTANCE.c.assignee, _INSTANCE.c.created_by, _TASK.c.task_uuid,
                    _TASK.c.assignee.label("task_assignee"), _TASK.c.team)
-         .select_from(_INSTANCE.outerjoin(_TASK, _OPEN_TASK_OF))
+         .select_from(_INSTANCE.outerjoin(_TASK, OPEN_TASK_OF))
          .where(_INSTANCE.c.id == sa.bindparam("b_id")).order_by(_TASK.c.id))
 
 
@@ -126,13 +127,14 @@ def principal_for(engine: Engine, login: str) -> Principal:
         return principal_of(session, user)
 
 
-def guard(who: Principal, *, doing: str, task_id: str | None = None) -> Callable[[Instance, tuple[Any, ...]], None]:
+def guard(who: Principal, *, doing: str, task_id: str | None = None
+          ) -> Callable[[Instance, tuple[OpenTask, ...]], None]:
     """check_work as a guard that the engine runs on the row it loads for the change (engine.instances.Guard).
 
     The check then sees exactly the version the change is written over (a reassignment between a separate
     check and the change's load cannot slip through), and the read is the change's own: one round trip less.
     """
-    def check(row: Instance, tasks: tuple[Any, ...]) -> None:
+    def check(row: Instance, tasks: tuple[OpenTask, ...]) -> None:
         check_work(who, Work(row.id or 0, row.workflow, row.assignee, row.created_by, tasks), task_id=task_id,
                    doing=doing)
 

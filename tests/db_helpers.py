@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
+from engine import db as engine_db
 from engine.db import reader
 
 HASHED_KEY = "uq_sla_clock_instance_key"  # PostgreSQL: unique over (instance_id, md5(key)::uuid), migration 0020
@@ -40,3 +42,9 @@ def drop_backend(admin: sa.Engine, pid: int) -> None:
             if not conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).scalar():
                 return
             conn.execute(sa.text("SELECT pg_sleep(0.01)"))
+
+
+def one_connection(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, *, ping_after_idle: float) -> None:
+    """Leave the pool with a single connection (the next one opened), checked only after `ping_after_idle` s."""
+    engine.dispose()
+    monkeypatch.setattr(engine_db, "PING_AFTER_IDLE_SECONDS", ping_after_idle)

@@ -10,11 +10,10 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-import engine.db
 from api.errors import database_unavailable
 from engine.instances import Funnel
 from tests.api_factories import OPPORTUNITY, Staff, problem_of, start
-from tests.db_helpers import backend_pid, drop_backend
+from tests.db_helpers import backend_pid, drop_backend, one_connection
 
 
 def test_given_a_running_service_when_health_is_asked_then_database_and_ticker_are_reported(
@@ -79,8 +78,7 @@ def test_given_the_database_connection_lost_mid_use_then_503_with_retry_after_an
     # given an instance and one pooled connection that was used moments ago (so it is not checked again)
     alice = staff.as_("alice")
     created = start(alice, customer_tier="B", data=OPPORTUNITY)
-    funnel.engine.dispose()
-    monkeypatch.setattr(engine.db, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    one_connection(funnel.engine, monkeypatch, ping_after_idle=3600.0)
     # when the server drops it (as a restart does)
     drop_backend(pg_admin, backend_pid(funnel.engine))
     # then the request that meets the dead connection gets a 503 that says to retry, not a 500

@@ -9,14 +9,13 @@ import pytest
 import sqlalchemy as sa
 from psycopg.pq import TransactionStatus
 
-import engine.db
 from engine.bootstrap import open_funnel
 from engine.db import among, make_engine, read_session
 from engine.instances import Funnel
 from engine.models import Instance
 from engine.models.people import User
 from engine.settings import Settings
-from tests.db_helpers import backend_pid, drop_backend
+from tests.db_helpers import backend_pid, drop_backend, one_connection
 from tests.factories import start_opportunity
 
 FULL, NORMAL = 2, 1  # PRAGMA synchronous answers with numbers
@@ -122,8 +121,7 @@ def test_given_a_connection_idle_past_the_window_when_its_backend_died_then_the_
         funnel: Funnel, pg_admin: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     # given an instance and one pooled connection, checked before every use (window 0)
     view = start_opportunity(funnel)
-    funnel.engine.dispose()
-    monkeypatch.setattr(engine.db, "PING_AFTER_IDLE_SECONDS", 0.0)
+    one_connection(funnel.engine, monkeypatch, ping_after_idle=0.0)
     old = backend_pid(funnel.engine)
     # when the server drops it
     drop_backend(pg_admin, old)
@@ -138,8 +136,7 @@ def test_given_a_connection_used_moments_ago_when_its_backend_died_then_one_call
         funnel: Funnel, pg_admin: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     # given an instance and one pooled connection, never checked (inside the window)
     view = start_opportunity(funnel)
-    funnel.engine.dispose()
-    monkeypatch.setattr(engine.db, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    one_connection(funnel.engine, monkeypatch, ping_after_idle=3600.0)
     drop_backend(pg_admin, backend_pid(funnel.engine))
     # when the next call uses it, it fails as a lost connection (the API answers 503 with Retry-After)
     with pytest.raises(sa.exc.OperationalError) as failed:
