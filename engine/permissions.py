@@ -17,12 +17,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from engine.db import read_session, reader
+from engine.db import read_session
 from engine.errors import Forbidden, InvalidInput, NotFound
-from engine.models import HumanTask, Instance
+from engine.models import Instance
 from engine.models.people import Team, TeamMember, User
 from engine.service_metrics import TICKET_WORKFLOWS  # the service desk's work
-from engine.writes import OPEN_TASK_OF, OpenTask
+from engine.writes import OpenTask, load_instance_open
 
 REP, MANAGER, SERVICE_DESK, PROCESS_OWNER, ADMIN = "rep", "manager", "service_desk", "process_owner", "admin"
 QUEUES = ("mine", "team", "unassigned")
@@ -73,8 +73,6 @@ class Scope:
 _TEAM = Team.__table__  # type: ignore[attr-defined]
 _MEMBER = TeamMember.__table__  # type: ignore[attr-defined]
 _USER = User.__table__  # type: ignore[attr-defined]
-_INSTANCE = Instance.__table__  # type: ignore[attr-defined]
-_TASK = HumanTask.__table__  # type: ignore[attr-defined]
 # Built once: every API call runs these (who is calling, what is the instance), so they must cost little, and each
 # is one round trip (a PostgreSQL statement is ~0.3 ms on loopback, more than the rest of the check).
 
@@ -93,10 +91,6 @@ _TEAM_COLUMNS, _TEAM_OF_USER = teams_of(sa.bindparam("b_user"))
 _TEAMS_OF = sa.select(*_TEAM_COLUMNS).where(_TEAM_OF_USER)
 _MANAGED_PEOPLE = (sa.select(_USER.c.login).join(_MEMBER, _MEMBER.c.user_id == _USER.c.id)
                    .where(_MEMBER.c.team_id.in_(sa.bindparam("b_teams", expanding=True))))
-_WORK = (sa.select(_INSTANCE.c.workflow, _INSTANCE.c.assignee, _INSTANCE.c.created_by, _TASK.c.task_uuid,
-                   _TASK.c.assignee.label("task_assignee"), _TASK.c.team)
-         .select_from(_INSTANCE.outerjoin(_TASK, OPEN_TASK_OF))
-         .where(_INSTANCE.c.id == sa.bindparam("b_id")).order_by(_TASK.c.id))
 
 
 def principal_of(session: Session, user: User) -> Principal:
@@ -135,23 +129,25 @@ def guard(who: Principal, *, doing: str, task_id: str | None = None
     check and the change's load cannot slip through), and the read is the change's own: one round trip less.
     """
     def check(row: Instance, tasks: tuple[OpenTask, ...]) -> None:
-        check_work(who, Work(row.id or 0, row.workflow, row.assignee, row.created_by, tasks), task_id=task_id,
-                   doing=doing)
+        check_work(who, work_from(row, tasks), task_id=task_id, doing=doing)
 
     return check
+
+
+def work_from(row: Instance, tasks: tuple[OpenTask, ...]) -> Work:
+    """The facts the rules need, from an instance row and its open tasks as writes.load_instance_open reads them."""
+    return Work(row.id or 0, row.workflow, row.assignee, row.created_by, tasks)
 
 
 def work_of(engine: Engine, instance_id: int) -> Work:
     """Load the facts the rules need about an instance; NotFound for an unknown id."""
     if isinstance(instance_id, bool) or not isinstance(instance_id, int):
         raise InvalidInput("instance id must be a whole number", "instance_id")
-    with reader(engine).connect() as conn:
-        rows = conn.execute(_WORK, {"b_id": instance_id}).all()  # the instance, once per open task (or once)
-    if not rows:
+    with read_session(engine) as session:
+        row, tasks = load_instance_open(session, instance_id)  # the same read a change's guard gets
+    if row is None:
         raise NotFound(f"instance {instance_id} does not exist")
-    tasks = tuple((r.task_uuid, r.task_assignee, r.team) for r in rows if r.task_uuid is not None)
-    first = rows[0]
-    return Work(instance_id, first.workflow, first.assignee, first.created_by, tasks)
+    return work_from(row, tasks)
 
 
 # ---------------------------------------------------------------- rules

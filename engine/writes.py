@@ -31,12 +31,11 @@ AUDIT: sa.Table = AuditEvent.__table__  # type: ignore[attr-defined]
 CHANGED_COLUMNS = ("state", "data", "stage", "stage_order", "status", "probability", "amount", "waiting_since")
 
 _SELECT_INSTANCE = sa.select(INSTANCE).where(INSTANCE.c.id == sa.bindparam("b_id"))
-OPEN_TASK_OF = sa.and_(TASK.c.instance_id == INSTANCE.c.id, TASK.c.status == "ready")  # join an instance's open tasks
-# The instance with who holds its open tasks (once per open task, or once): what a permission guard needs
+# The instance with who holds its open tasks (once per open task, or once): what every permission check needs
 _SELECT_INSTANCE_OPEN = (
     sa.select(INSTANCE, TASK.c.task_uuid.label("o_task"), TASK.c.assignee.label("o_assignee"),
               TASK.c.team.label("o_team"))
-    .select_from(INSTANCE.outerjoin(TASK, OPEN_TASK_OF))
+    .select_from(INSTANCE.outerjoin(TASK, sa.and_(TASK.c.instance_id == INSTANCE.c.id, TASK.c.status == "ready")))
     .where(INSTANCE.c.id == sa.bindparam("b_id")).order_by(TASK.c.id))
 _UPDATE_INSTANCE = (
     sa.update(INSTANCE)
