@@ -5,7 +5,8 @@ The ticker (engine.ticker) claims up to `batch` due `sla_due` rows; this module 
    RETURNING ...` says which rows this transaction really took (on PostgreSQL through `FOR UPDATE SKIP LOCKED`,
    so the batch never waits, holding the others, on a row a concurrent change of that clock is rewriting:
    such rows, and only they, are handed back for the one-by-one path, which may wait safely);
-2. the clocks, instances, ledgers, tasks, customers and people of the whole batch are read in one query each;
+2. the clocks, instances, ledgers, tasks and customers of the whole batch are read in one query each, and the
+   people from this process's copy of them (engine.directory; one stamp read checks it is current);
 3. each row is decided in Python exactly as the one-by-one path decides it (engine.sla_ledger is pure): fire it
    (audit entry and e-mails), move it to its real due time, or drop it (clock stopped, instance ended);
 4. the audit entries and the outbox rows are inserted with one statement each (the outbox keeps its
@@ -30,12 +31,13 @@ from engine import sla_ledger as ledger
 from engine.calendar import BusinessCalendar, format_business
 from engine.db import among
 from engine.definitions import LoadedDefinition
+from engine.directory import Directory
 from engine.instances import RUNNING, Funnel
 from engine.models import AuditEvent, HumanTask, Instance
 from engine.models.customers import Customer
 from engine.models.sla import SlaClock, SlaDue, task_of
 from engine.sla import entries_of
-from engine.sla_mail import Directory, escalation_mails, item_of
+from engine.sla_mail import escalation_mails, item_of
 from engine.sla_policy import Calendars, Level
 from notifications.outbox import enqueue_many
 from notifications.render import Recipient
@@ -133,7 +135,7 @@ class _Batch:
         self.dialect = session.get_bind().dialect
         self.calendars, self.base_url = calendars, base_url
         self.outcome = BatchOutcome()
-        self.people = Directory(session)
+        self.people: Directory | None = None  # read in load(): a pass that took nothing reads no people
         self.clocks: dict[int, Row[Any]] = {}
         self.instances: dict[int, Row[Any]] = {}
         self.entries: dict[int, list[ledger.Entry]] = {}
@@ -196,9 +198,7 @@ class _Batch:
             table = Customer.__table__  # type: ignore[attr-defined]
             stmt = sa.select(table.c.id, table.c.name).where(among(table.c.id, unnamed, dialect))
             self.customers = {row.id: row.name for row in self.session.execute(stmt)}
-        holders = [row.assignee for row in self.instances.values()]
-        holders += [row.assignee for row in self.tasks.values()]
-        self.people.prefetch(holders, [row.team for row in self.tasks.values()])
+        self.people = Directory(self.session)  # this process's copy of the people tables, if still current
 
     def decide(self, due: Row[Any]) -> None:
         """Fire, move or drop one taken row; a row whose decision raises is put back and reported."""
@@ -228,6 +228,7 @@ class _Batch:
         uuid = task_of(clock.key, clock.name)
         task = self.tasks.get((instance.id, uuid)) if uuid else None
         holder = task.assignee if task is not None and task.status == "ready" else instance.assignee
+        assert self.people is not None
         recipients, unreachable = self.people.resolve(level.notify, holder=holder,
                                                       team=task.team if task is not None else None)
         mails: list[dict[str, Any]] = []

@@ -115,3 +115,17 @@ class AssignmentAlert(SQLModel, table=True):
     reason: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     created_at: datetime = timestamp(nullable=False)
     delivered_at: datetime | None = timestamp(nullable=True, index=True)
+
+
+class PeopleStamp(SQLModel, table=True):
+    """One row whose `stamp` changes with every write to app_user, team or team_member (database triggers).
+
+    Readers that keep the people tables in memory (engine.directory) check it to know their copy is current.
+    A new stamp is never an old one come back (a sequence on PostgreSQL, a random 64-bit value on SQLite), so
+    a copy taken inside a transaction that then rolled back can never pass for a later committed state.
+    """
+
+    __tablename__ = "people_stamp"
+
+    id: int = Field(primary_key=True)
+    stamp: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
