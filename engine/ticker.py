@@ -1,14 +1,14 @@
 """The ticker: fires what is due - SLA escalation levels and SpiffWorkflow timers - exactly once, at `now`.
 
 The database is the source of truth; any number of worker processes may tick. Each pass:
-- claims due escalation rows (`sla_due`) with one `UPDATE ... RETURNING`: on PostgreSQL its row choice is a
-  `SELECT ... FOR UPDATE SKIP LOCKED`, on SQLite a lease (claimed_by / lease_until; an expired lease may be
-  taken over); the claimed batch then fires in one transaction (engine.ticker_batch) that begins with the
-  guarded `UPDATE sla_due SET fired_at ... WHERE id IN (batch) AND fired_at IS NULL AND claimed_by = me`
-  and, in the same transaction, writes the audit entries and the e-mails (notifications.outbox) of every
-  level it took, a few set-based statements in all. Should that transaction fail, the batch fires row by
-  row, each in its own transaction starting with the same guarded UPDATE, so one poisoned row never holds
-  up the others;
+- claims due escalation rows (`sla_due`) and fires them in one transaction (engine.ticker_batch): one
+  `UPDATE ... RETURNING` claims and takes up to `batch` due rows (on PostgreSQL its row choice is a
+  `SELECT ... FOR UPDATE SKIP LOCKED`; on SQLite the write lock serializes tickers), then a few set-based
+  statements write the audit entries and the e-mails (notifications.outbox) of every level it took. Should
+  that transaction fail, nothing of it stays: the rows are then claimed in a transaction of their own (a
+  lease, claimed_by / lease_until, that another worker may take over once it expires) and fire row by row,
+  each in its own transaction starting with a guarded `UPDATE sla_due SET fired_at ... WHERE id = ? AND
+  fired_at IS NULL AND claimed_by = me`, so one poisoned row never holds up the others;
 - takes instances whose next_due_at has passed (PostgreSQL: a row lock with SKIP LOCKED; SQLite: the
   write lock, taken first) and fires their held timers with the given `now` (engine.spiff.fire_timers),
   writing the new state, tasks, audit entry and chase e-mails in one transaction.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from engine import sla_ledger as ledger
-from engine.db import is_postgres
+from engine.db import is_postgres, reader
 from engine.instances import RUNNING, ChangeEvent, Funnel
 from engine.models import AuditEvent, HumanTask, Instance
 from engine.models.sla import SlaClock, SlaDue
@@ -37,12 +37,11 @@ from engine.sla import SlaListener, entries_of, keep_timers
 from engine.sla_mail import people_for, send_chase, send_escalation
 from engine.sla_policy import Calendars, Level
 from engine.spiff import Workflow, fire_timers
-from engine.ticker_batch import SLA_ACTOR, fire_batch, judge, level_audit
+from engine.ticker_batch import LEASE, SLA_ACTOR, fire_batch, judge, level_audit, pick_due
 
 __all__ = ["LEASE", "SLA_ACTOR", "TIMER_ACTOR", "TickResult", "next_due", "tick"]
 
 TIMER_ACTOR = "system:timer"
-LEASE = timedelta(seconds=60)
 MAX_BATCH = 5000  # one claim's ids go into IN (...) lists: stay well inside SQLite's 32766 variables
 log = logging.getLogger(__name__)
 
@@ -98,14 +97,12 @@ def tick(funnel: Funnel, *, now: datetime, batch: int = 500, worker_id: str,
                 calendars)
     while True:
         run.result.passes += 1
-        claimed = _claim(run)
-        if claimed:
-            _fire_claimed(run, claimed)
+        taken = _claim_and_fire(run)
         instances = _due_instances(run)
         for instance_id in instances:
             run.done_instances.add(instance_id)
             _guard(run, f"instance {instance_id} timers", lambda i=instance_id: _fire_instance(run, i))
-        if len(claimed) < run.batch and len(instances) < run.batch:
+        if taken < run.batch and len(instances) < run.batch:
             return run.result
 
 
@@ -163,33 +160,17 @@ def _guard(run: _Tick, what: str, action: Any, broken: tuple[set[int], int] | No
 # ---------------------------------------------------------------- escalation levels
 
 
-def _claim(run: _Tick) -> list[int]:
-    """Take up to `batch` due, unclaimed (or lease-expired) rows for this worker: one UPDATE .. RETURNING; their
-    ids in firing order (due time, then id). Only rows this statement took come back, never an earlier claim."""
-    table = SlaDue.__table__  # type: ignore[attr-defined]
-    free = sa.or_(table.c.claimed_by.is_(None), table.c.lease_until < run.now)
-    pick = (sa.select(table.c.id).where(table.c.fired_at.is_(None), table.c.due_at <= run.now, free,
-                                        table.c.id.not_in(run.broken_dues or [-1]))
-            .order_by(table.c.due_at, table.c.id).limit(run.batch))
-    if is_postgres(run.engine):
-        pick = pick.with_for_update(skip_locked=True)
-    stmt = (sa.update(table).where(table.c.id.in_(pick.scalar_subquery()))
-            .values(claimed_by=run.worker, lease_until=run.now + LEASE).returning(table.c.id, table.c.due_at))
-    with Session(run.engine) as session:
-        rows = session.execute(stmt).all()
-        session.commit()
-    return [row.id for row in sorted(rows, key=lambda row: (row.due_at, row.id))]
-
-
-def _fire_claimed(run: _Tick, claimed: list[int]) -> None:
-    """Fire a claimed batch in one transaction; if that fails, row by row (each in its own, guarded)."""
+def _claim_and_fire(run: _Tick) -> int:
+    """Claim and fire one batch in one transaction (engine.ticker_batch); how many rows it took. Should that
+    transaction fail (nothing of it stays), claim on its own and fire the rows one by one, each guarded."""
     try:
-        outcome = fire_batch(run.funnel, claimed, now=run.now, worker=run.worker, calendars=run.calendars,
-                             base_url=run.base_url)
+        outcome = fire_batch(run.funnel, now=run.now, worker=run.worker, batch=run.batch, exclude=run.broken_dues,
+                             calendars=run.calendars, base_url=run.base_url)
     except Exception:
-        log.exception("tick: a batch of %d levels failed; firing them one by one", len(claimed))
+        log.exception("tick: a batch of levels failed; claiming them and firing them one by one")
+        claimed = _claim(run)
         _fire_one_by_one(run, claimed)
-        return
+        return len(claimed)
     for kind, count in outcome.fired.items():
         run.result.fired[kind] = run.result.fired.get(kind, 0) + count
     run.result.emails += outcome.emails
@@ -197,7 +178,20 @@ def _fire_claimed(run: _Tick, claimed: list[int]) -> None:
     for due_id, why in outcome.failed.items():
         run.result.failed.append(f"sla_due {due_id}: {why}")
         run.broken_dues.add(due_id)
-    _fire_one_by_one(run, outcome.untaken)
+    return outcome.taken
+
+
+def _claim(run: _Tick) -> list[int]:
+    """Take up to `batch` due, free rows for this worker and commit the claim (the fallback path): their ids in
+    firing order (due time, then id). Only rows this statement took come back, never an earlier claim."""
+    table = SlaDue.__table__  # type: ignore[attr-defined]
+    pick = pick_due(now=run.now, batch=run.batch, exclude=run.broken_dues, postgres=is_postgres(run.engine))
+    stmt = (sa.update(table).where(table.c.id.in_(pick))
+            .values(claimed_by=run.worker, lease_until=run.now + LEASE).returning(table.c.id, table.c.due_at))
+    with Session(run.engine) as session:
+        rows = session.execute(stmt).all()
+        session.commit()
+    return [row.id for row in sorted(rows, key=lambda row: (row.due_at, row.id))]
 
 
 def _fire_one_by_one(run: _Tick, due_ids: list[int]) -> None:
@@ -268,12 +262,18 @@ def _reschedule(run: _Tick, due_id: int, when: datetime | None) -> None:
 # ---------------------------------------------------------------- SpiffWorkflow timers
 
 
+_INST = Instance.__table__.c  # type: ignore[attr-defined]
+# Built once: asked on every pass of every tick (0.6 ms as an ORM select built each time, on SQLite)
+_DUE_INSTANCES = (sa.select(_INST.id)
+                  .where(_INST.next_due_at <= sa.bindparam("b_now"), _INST.status == RUNNING,
+                         _INST.id.not_in(sa.bindparam("b_done", expanding=True)))
+                  .order_by(_INST.next_due_at, _INST.id).limit(sa.bindparam("b_limit")))
+
+
 def _due_instances(run: _Tick) -> list[int]:
-    stmt = (select(Instance.id).where(col(Instance.next_due_at) <= run.now, Instance.status == RUNNING,
-                                      col(Instance.id).not_in(run.done_instances or [-1]))
-            .order_by(col(Instance.next_due_at), col(Instance.id)).limit(run.batch))
-    with Session(run.engine) as session:
-        return [i for i in session.exec(stmt) if i is not None]
+    with reader(run.engine).connect() as conn:
+        return list(conn.execute(_DUE_INSTANCES, {"b_now": run.now, "b_done": sorted(run.done_instances) or [-1],
+                                                  "b_limit": run.batch}).scalars())
 
 
 def _fire_instance(run: _Tick, instance_id: int) -> None:

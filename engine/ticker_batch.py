@@ -1,24 +1,29 @@
-"""Fire a claimed batch of escalation levels in one transaction, with a handful of set-based statements.
+"""Claim and fire a batch of due escalation levels in one transaction, with a handful of set-based statements.
 
-The ticker (engine.ticker) claims up to `batch` due `sla_due` rows; this module fires them together:
-1. the guarded `UPDATE sla_due SET fired_at = now WHERE id IN (batch) AND fired_at IS NULL AND claimed_by = me
-   RETURNING ...` says which rows this transaction really took (on PostgreSQL through `FOR UPDATE SKIP LOCKED`,
-   so the batch never waits, holding the others, on a row a concurrent change of that clock is rewriting:
-   such rows, and only they, are handed back for the one-by-one path, which may wait safely);
+1. one `UPDATE sla_due SET claimed_by = me, lease_until = .., fired_at = now WHERE id IN (the first `batch` due,
+   free rows) RETURNING ...` claims and takes the rows together (on PostgreSQL the row choice is
+   `FOR UPDATE SKIP LOCKED`, so the batch never waits on a row a concurrent change of that clock is rewriting:
+   such a row is left for the next pass);
 2. the clocks, instances, ledgers, tasks and customers of the whole batch are read in one query each, and the
    people from this process's copy of them (engine.directory; one stamp read checks it is current);
 3. each row is decided in Python exactly as the one-by-one path decides it (engine.sla_ledger is pure): fire it
    (audit entry and e-mails), move it to its real due time, or drop it (clock stopped, instance ended);
 4. the audit entries and the outbox rows are inserted with one statement each (the outbox keeps its
    `ON CONFLICT (dedupe_key) DO NOTHING`), rows not due after all are moved or dropped in bulk, one commit.
-A row whose decision raises (a missing calendar, an unusable address) is put back (fired_at NULL, still claimed)
-and reported, the others fire; if the transaction itself fails the caller fires the batch row by row.
+A row whose decision raises (a missing calendar, an unusable address) is put back (fired_at NULL, still claimed,
+so it is retried once its lease runs out) and reported, the others fire. If the transaction itself fails, nothing
+of it stays, not even the claim: the caller then claims in a transaction of its own and fires row by row.
+
+The claim used to be a transaction of its own, committed before the firing one. Taking the rows in the firing
+transaction saves a commit (a WAL sync on SQLite) and two statements per pass, ~1 ms of a 7 ms tick of 20 levels
+on SQLite and ~2 of 14 on PostgreSQL, and a worker that dies mid-batch now leaves its rows free at once, rather
+than leased for a minute.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,6 +48,7 @@ from notifications.outbox import enqueue_many
 from notifications.render import Recipient
 
 SLA_ACTOR = "system:sla"
+LEASE = timedelta(seconds=60)  # how long a claimed row that did not fire stays with its worker
 log = logging.getLogger("engine.ticker")  # one logger for everything the ticker does
 
 _DUE = SlaDue.__table__  # type: ignore[attr-defined]
@@ -60,7 +66,7 @@ class BatchOutcome:
     emails: int = 0
     skipped: int = 0  # moved to their real due time or dropped
     failed: dict[int, str] = field(default_factory=dict)  # due id -> why it could not fire (put back)
-    untaken: list[int] = field(default_factory=list)  # claimed rows another transaction holds (PostgreSQL)
+    taken: int = 0  # rows claimed by this batch (fired, moved, dropped or put back)
 
 
 @dataclass(frozen=True)
@@ -111,19 +117,31 @@ def level_audit(*, instance_id: int, stage: str | None, row_version: int, clock_
     )
 
 
-def fire_batch(funnel: Funnel, due_ids: Sequence[int], *, now: datetime, worker: str, calendars: Calendars,
-               base_url: str) -> BatchOutcome:
-    """Fire the claimed rows `due_ids` (in firing order) in one transaction; raises if that transaction fails."""
+def pick_due(*, now: datetime, batch: int, exclude: Collection[int], postgres: bool) -> Any:
+    """The ids of the first `batch` due rows free to claim at `now` (never claimed, or their lease ran out), by due
+    time then id, but not `exclude`; on PostgreSQL locked `FOR UPDATE SKIP LOCKED`. A subquery for an UPDATE."""
+    free = sa.or_(_DUE.c.claimed_by.is_(None), _DUE.c.lease_until < now)
+    pick = (sa.select(_DUE.c.id).where(_DUE.c.fired_at.is_(None), _DUE.c.due_at <= now, free,
+                                       _DUE.c.id.not_in(sorted(exclude) or [-1]))
+            .order_by(_DUE.c.due_at, _DUE.c.id).limit(batch))
+    if postgres:
+        pick = pick.with_for_update(skip_locked=True)
+    return pick.scalar_subquery()
+
+
+def fire_batch(funnel: Funnel, *, now: datetime, worker: str, batch: int, exclude: Collection[int],
+               calendars: Calendars, base_url: str) -> BatchOutcome:
+    """Claim up to `batch` due rows (not `exclude`) and fire them, one transaction; raises if that fails."""
     with Session(funnel.engine) as session:
-        batch = _Batch(funnel, session, now=now, calendars=calendars, base_url=base_url)
-        taken = batch.take(due_ids, worker)
+        run = _Batch(funnel, session, now=now, calendars=calendars, base_url=base_url)
+        taken = run.take(worker, batch, exclude)
         if taken:
-            batch.load(taken)
+            run.load(taken)
             for due in taken:
-                batch.decide(due)
-            batch.write()
+                run.decide(due)
+            run.write()
         session.commit()
-    return batch.outcome
+    return run.outcome
 
 
 class _Batch:
@@ -148,24 +166,15 @@ class _Batch:
         self.dropped: list[int] = []
         self.put_back: list[int] = []
 
-    def take(self, due_ids: Sequence[int], worker: str) -> list[Row[Any]]:
-        """The guarded UPDATE: the rows still pending and claimed by `worker`, now marked fired, in claim order."""
-        mine = sa.and_(among(_DUE.c.id, due_ids, self.dialect), _DUE.c.fired_at.is_(None), _DUE.c.claimed_by == worker)
-        if self.dialect.name == "postgresql":
-            mine = _DUE.c.id.in_(sa.select(_DUE.c.id).where(mine).with_for_update(skip_locked=True).scalar_subquery())
-        stmt = (sa.update(_DUE).where(mine).values(fired_at=self.now)
-                .returning(_DUE.c.id, _DUE.c.clock_id, _DUE.c.cycle, _DUE.c.level))
-        rows = {row.id: row for row in self.session.execute(stmt)}
-        if self.dialect.name == "postgresql" and len(rows) < len(due_ids):
-            self.outcome.untaken = self._untaken([i for i in due_ids if i not in rows], worker)
-        return [rows[i] for i in due_ids if i in rows]
-
-    def _untaken(self, ids: list[int], worker: str) -> list[int]:
-        """Claimed rows the SKIP LOCKED left out that may still be pending (a concurrent change holds them)."""
-        stmt = sa.select(_DUE.c.id).where(among(_DUE.c.id, ids, self.dialect), _DUE.c.fired_at.is_(None),
-                                          _DUE.c.claimed_by == worker)
-        pending = set(self.session.execute(stmt).scalars())
-        return [i for i in ids if i in pending]
+    def take(self, worker: str, batch: int, exclude: Collection[int]) -> list[Row[Any]]:
+        """Claim the due rows and mark them fired, in one statement; them in firing order (due time, then id)."""
+        pick = pick_due(now=self.now, batch=batch, exclude=exclude, postgres=self.dialect.name == "postgresql")
+        stmt = (sa.update(_DUE).where(_DUE.c.id.in_(pick))
+                .values(claimed_by=worker, lease_until=self.now + LEASE, fired_at=self.now)
+                .returning(_DUE.c.id, _DUE.c.clock_id, _DUE.c.cycle, _DUE.c.level, _DUE.c.due_at))
+        rows = sorted(self.session.execute(stmt), key=lambda row: (row.due_at, row.id))
+        self.outcome.taken = len(rows)
+        return rows
 
     def load(self, taken: Sequence[Row[Any]]) -> None:
         """Everything the decisions read, one query per table for the whole batch."""
