@@ -4,8 +4,8 @@
    free rows) RETURNING ...` claims and takes the rows together (on PostgreSQL the row choice is
    `FOR UPDATE SKIP LOCKED`, so the batch never waits on a row a concurrent change of that clock is rewriting:
    such a row is left for the next pass);
-2. the clocks, instances, ledgers, tasks and customers of the whole batch are read in one query each, and the
-   people from this process's copy of them (engine.directory; one stamp read checks it is current);
+2. the clocks (with their instances and customers' names), ledgers and tasks of the whole batch are read in one
+   query each, and the people from this process's copy of them (engine.directory; one stamp read checks it is current);
 3. each row is decided in Python exactly as the one-by-one path decides it (engine.sla_ledger is pure): fire it
    (audit entry and e-mails), move it to its real due time, or drop it (clock stopped, instance ended);
 4. the audit entries and the outbox rows are inserted with one statement each (the outbox keeps its
@@ -56,6 +56,7 @@ _CLOCK = SlaClock.__table__  # type: ignore[attr-defined]
 _INSTANCE = Instance.__table__  # type: ignore[attr-defined]
 _TASK = HumanTask.__table__  # type: ignore[attr-defined]
 _AUDIT = AuditEvent.__table__  # type: ignore[attr-defined]
+_CUSTOMER = Customer.__table__  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -155,10 +156,8 @@ class _Batch:
         self.outcome = BatchOutcome()
         self.people: Directory | None = None  # read in load(): a pass that took nothing reads no people
         self.clocks: dict[int, Row[Any]] = {}
-        self.instances: dict[int, Row[Any]] = {}
         self.entries: dict[int, list[ledger.Entry]] = {}
         self.tasks: dict[tuple[int, str], Row[Any]] = {}
-        self.customers: dict[int, str] = {}
         self.definitions: dict[int, LoadedDefinition] = {}
         self.audit: list[dict[str, Any]] = []
         self.mails: list[dict[str, Any]] = []
@@ -177,18 +176,19 @@ class _Batch:
         return rows
 
     def load(self, taken: Sequence[Row[Any]]) -> None:
-        """Everything the decisions read, one query per table for the whole batch."""
+        """Everything the decisions read, a few queries for the whole batch."""
         clock_ids = sorted({d.clock_id for d in taken})
         dialect = self.dialect
-        c = _CLOCK.c
-        stmt = sa.select(c.id, c.instance_id, c.key, c.name, c.title, c.calendar, c.warning_ratio).where(
-            among(c.id, clock_ids, dialect))
+        c, i, named = _CLOCK.c, _INSTANCE.c, _CUSTOMER.c
+        # each clock with its instance and its customer's name: one statement, not three
+        stmt = (sa.select(c.id, c.instance_id, c.key, c.name, c.title, c.calendar, c.warning_ratio, i.workflow,
+                          i.definition_version_id, i.stage, i.status, i.assignee, i.customer_id, i.customer_tier,
+                          i.data, i.row_version, named.name.label("customer_name"))
+                .select_from(_CLOCK.join(_INSTANCE, i.id == c.instance_id)
+                             .outerjoin(_CUSTOMER, named.id == i.customer_id))
+                .where(among(c.id, clock_ids, dialect)))
         self.clocks = {row.id: row for row in self.session.execute(stmt)}
         instance_ids = sorted({row.instance_id for row in self.clocks.values()})
-        i = _INSTANCE.c
-        stmt = sa.select(i.id, i.workflow, i.definition_version_id, i.stage, i.status, i.assignee, i.customer_id,
-                         i.customer_tier, i.data, i.row_version).where(among(i.id, instance_ids, dialect))
-        self.instances = {row.id: row for row in self.session.execute(stmt)}
         self.entries = entries_of(self.session, clock_ids)
         uuids = sorted({uuid for row in self.clocks.values() if (uuid := task_of(row.key, row.name))})
         if uuids:
@@ -201,12 +201,6 @@ class _Batch:
             for row in sorted(self.session.execute(stmt), key=lambda r: r.id):
                 if row.task_uuid in wanted:
                     self.tasks.setdefault((row.instance_id, row.task_uuid), row)
-        unnamed = sorted({row.customer_id for row in self.instances.values()
-                          if row.customer_id and not row.data.get("customer_name")})
-        if unnamed:
-            table = Customer.__table__  # type: ignore[attr-defined]
-            stmt = sa.select(table.c.id, table.c.name).where(among(table.c.id, unnamed, dialect))
-            self.customers = {row.id: row.name for row in self.session.execute(stmt)}
         self.people = Directory(self.session)  # this process's copy of the people tables, if still current
 
     def decide(self, due: Row[Any]) -> None:
@@ -221,11 +215,10 @@ class _Batch:
             self.put_back.append(due.id)
 
     def _decide(self, due: Row[Any]) -> None:
-        clock = self.clocks[due.clock_id]
-        instance = self.instances[clock.instance_id]
-        definition = self._definition(instance.definition_version_id)
+        clock = self.clocks[due.clock_id]  # with its instance's columns (instance_id, status, data ...)
+        definition = self._definition(clock.definition_version_id)
         calendar = self.calendars.get(clock.calendar)
-        verdict = judge(definition, due, status=instance.status, calendar=calendar, entries=self.entries[clock.id],
+        verdict = judge(definition, due, status=clock.status, calendar=calendar, entries=self.entries[clock.id],
                         warning=clock.warning_ratio, now=self.now)
         if verdict.level is None:
             if verdict.move_to is not None:
@@ -234,24 +227,24 @@ class _Batch:
                 self.dropped.append(due.id)
             return
         level, figures, deadline = verdict.level, verdict.figures, verdict.deadline
+        instance_id, data = clock.instance_id, clock.data
         uuid = task_of(clock.key, clock.name)
-        task = self.tasks.get((instance.id, uuid)) if uuid else None
-        holder = task.assignee if task is not None and task.status == "ready" else instance.assignee
+        task = self.tasks.get((instance_id, uuid)) if uuid else None
+        holder = task.assignee if task is not None and task.status == "ready" else clock.assignee
         assert self.people is not None
         recipients, unreachable = self.people.resolve(level.notify, holder=holder,
                                                       team=task.team if task is not None else None)
         mails: list[dict[str, Any]] = []
         if recipients:
-            customer = (str(instance.data["customer_name"]) if instance.data.get("customer_name")
-                        else self.customers.get(instance.customer_id) if instance.customer_id else None)
-            about = item_of(instance.data, instance_id=instance.id, workflow=instance.workflow, stage=instance.stage,
+            customer = str(data["customer_name"]) if data.get("customer_name") else clock.customer_name
+            about = item_of(data, instance_id=instance_id, workflow=clock.workflow, stage=clock.stage,
                             customer=customer, title=definition.meta.title, base_url=self.base_url)
             mails = escalation_mails(clock_id=clock.id, clock_title=clock.title, level=level, figures=figures,
                                      deadline=deadline, recipients=recipients, item=about,
-                                     customer={"name": customer, "tier": instance.customer_tier},
-                                     instance_id=instance.id, now=self.now)
+                                     customer={"name": customer, "tier": clock.customer_tier},
+                                     instance_id=instance_id, now=self.now)
         self.audit.append(level_audit(
-            instance_id=instance.id, stage=instance.stage, row_version=instance.row_version, clock_id=clock.id,
+            instance_id=instance_id, stage=clock.stage, row_version=clock.row_version, clock_id=clock.id,
             clock_name=clock.name, clock_title=clock.title, level=level, figures=figures, deadline=deadline,
             recipients=recipients, unreachable=unreachable, now=self.now))
         self.mails += mails

@@ -31,7 +31,8 @@ from engine.models import AuditEvent
 from engine.models.sla import SlaClock, SlaDue
 from engine.ticker import LEASE, next_due, tick
 from tests.conftest import FakeClock, make_settings
-from tests.service_factories import start_slip
+from tests.customer_factories import make_customer
+from tests.service_factories import INTAKE, start_slip, start_ticket
 from tests.sla_factories import (
     MONDAY_9AM,
     all_due,
@@ -362,3 +363,32 @@ def test_given_a_due_level_locked_by_a_concurrent_change_then_the_batch_skips_it
     assert len(fired_levels(funnel)) == len(due) and set(fired_levels(funnel).values()) == {1}
     [held_row] = [d for d in all_due(funnel.engine) if d.id == held]
     assert held_row.fired_at == wed(9)
+
+
+def test_given_a_customer_named_only_in_the_customer_table_then_both_paths_name_it_in_the_escalation_mails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given two identical databases, each with an urgent ticket that names its customer by id only
+    def desk_with_a_customer(name: str) -> Funnel:
+        clock = FakeClock(MONDAY_9AM)
+        funnel = open_funnel(make_settings(f"sqlite:///{tmp_path / name}"), clock=clock)
+        desk_roster(funnel.engine)
+        acme = make_customer(funnel, tier="A", name="Zhang Metals")
+        data = {k: v for k, v in INTAKE.items() if k != "customer_name"}
+        start_ticket(funnel, data={**data, "priority": "urgent"}, customer_tier="A", customer_id=acme.id)
+        return funnel
+
+    batched, one_by_one = desk_with_a_customer("batched.sqlite3"), desk_with_a_customer("one_by_one.sqlite3")
+    # when one fires its levels in a batch and the other row by row
+    assert sum(tick(batched, now=wed(9), worker_id="w").fired.values()) == 6
+    with monkeypatch.context() as patch:
+        row_by_row(patch)
+        assert sum(tick(one_by_one, now=wed(9), worker_id="w").fired.values()) == 6
+    # then every escalation e-mail names the customer from its table, the same on both paths
+    for funnel in (batched, one_by_one):
+        mails = outbox(funnel.engine, "escalation")
+        assert mails and {m.context["customer"]["name"] for m in mails} == {"Zhang Metals"}
+        assert all("Zhang Metals" in m.context["item"]["title"] for m in mails)
+    assert _written(batched) == _written(one_by_one)
+    for funnel in (batched, one_by_one):
+        funnel.engine.dispose()
