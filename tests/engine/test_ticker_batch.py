@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,7 +29,7 @@ from engine.bootstrap import open_funnel
 from engine.instances import Funnel
 from engine.models import AuditEvent
 from engine.models.sla import SlaClock, SlaDue
-from engine.ticker import LEASE, next_due, tick
+from engine.ticker import LEASE, TickResult, next_due, tick
 from tests.conftest import FakeClock, make_settings
 from tests.customer_factories import make_customer
 from tests.service_factories import INTAKE, start_slip, start_ticket
@@ -153,15 +153,33 @@ def test_given_more_due_than_a_batch_then_one_tick_takes_pass_after_pass_until_o
     assert all(d.fired_at == wed(9) for d in all_due(funnel.engine) if d.id in {x.id for x in due})
 
 
+def twin_desks(tmp_path: Path, fill: Callable[[Funnel], None]) -> tuple[Funnel, Funnel]:
+    """Two identical SQLite databases (the desk roster, then `fill`), Monday 09:00: one to fire in batches, one
+    row by row."""
+    def desk(name: str) -> Funnel:
+        funnel = open_funnel(make_settings(f"sqlite:///{tmp_path / name}"), clock=FakeClock(MONDAY_9AM))
+        desk_roster(funnel.engine)
+        fill(funnel)
+        return funnel
+
+    return desk("batched.sqlite3"), desk("one_by_one.sqlite3")
+
+
+def tick_both(batched: Funnel, one_by_one: Funnel, monkeypatch: pytest.MonkeyPatch) -> tuple[TickResult, TickResult]:
+    """Tick both at Wednesday 09:00: the first in batches, the second row by row (its batches fail)."""
+    first = tick(batched, now=wed(9), worker_id="w")
+    with monkeypatch.context() as patch:
+        row_by_row(patch)
+        second = tick(one_by_one, now=wed(9), worker_id="w")
+    return first, second
+
+
 def test_given_the_same_busy_desk_then_a_batch_writes_exactly_what_firing_row_by_row_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given two identical databases: tickets of every tier, routing slips (per-task clocks, chase timers),
     # one level due too early (it must move to its real time) and one the policy no longer knows (dropped)
-    def busy_desk(name: str) -> Funnel:
-        clock = FakeClock(MONDAY_9AM)
-        funnel = open_funnel(make_settings(f"sqlite:///{tmp_path / name}"), clock=clock)
-        desk_roster(funnel.engine)
+    def busy_desk(funnel: Funnel) -> None:
         for tier, priority in [("A", "urgent"), ("B", "high"), ("C", "high"), ("A", "normal")] * 3:
             ticket(funnel, tier=tier, priority=priority)
         for departments in (["Sales", "Quality"], ["Logistics"]):
@@ -169,14 +187,10 @@ def test_given_the_same_busy_desk_then_a_batch_writes_exactly_what_firing_row_by
         later = [d for d in pending_due(funnel.engine) if d.due_at > wed(9)]
         set_due(funnel, later[0].id, due_at=wed(8))
         set_due(funnel, later[1].id, due_at=wed(8), level="retired")
-        return funnel
 
-    batched, one_by_one = busy_desk("batched.sqlite3"), busy_desk("one_by_one.sqlite3")
+    batched, one_by_one = twin_desks(tmp_path, busy_desk)
     # when one ticks with batches and the other row by row
-    first = tick(batched, now=wed(9), worker_id="w")
-    with monkeypatch.context() as patch:
-        row_by_row(patch)
-        second = tick(one_by_one, now=wed(9), worker_id="w")
+    first, second = tick_both(batched, one_by_one, monkeypatch)
     # then both fired, moved and dropped the same, with the same audit entries and the same e-mails
     assert (first.fired, first.emails, first.skipped, first.timers) == \
         (second.fired, second.emails, second.skipped, second.timers)
@@ -369,21 +383,15 @@ def test_given_a_customer_named_only_in_the_customer_table_then_both_paths_name_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given two identical databases, each with an urgent ticket that names its customer by id only
-    def desk_with_a_customer(name: str) -> Funnel:
-        clock = FakeClock(MONDAY_9AM)
-        funnel = open_funnel(make_settings(f"sqlite:///{tmp_path / name}"), clock=clock)
-        desk_roster(funnel.engine)
+    def ticket_of_a_customer(funnel: Funnel) -> None:
         acme = make_customer(funnel, tier="A", name="Zhang Metals")
         data = {k: v for k, v in INTAKE.items() if k != "customer_name"}
         start_ticket(funnel, data={**data, "priority": "urgent"}, customer_tier="A", customer_id=acme.id)
-        return funnel
 
-    batched, one_by_one = desk_with_a_customer("batched.sqlite3"), desk_with_a_customer("one_by_one.sqlite3")
+    batched, one_by_one = twin_desks(tmp_path, ticket_of_a_customer)
     # when one fires its levels in a batch and the other row by row
-    assert sum(tick(batched, now=wed(9), worker_id="w").fired.values()) == 6
-    with monkeypatch.context() as patch:
-        row_by_row(patch)
-        assert sum(tick(one_by_one, now=wed(9), worker_id="w").fired.values()) == 6
+    first, second = tick_both(batched, one_by_one, monkeypatch)
+    assert sum(first.fired.values()) == sum(second.fired.values()) == 6
     # then every escalation e-mail names the customer from its table, the same on both paths
     for funnel in (batched, one_by_one):
         mails = outbox(funnel.engine, "escalation")
