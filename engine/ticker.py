@@ -37,7 +37,7 @@ from engine.sla import SlaListener, entries_of, keep_timers
 from engine.sla_mail import people_for, send_chase, send_escalation
 from engine.sla_policy import Calendars, Level
 from engine.spiff import Workflow, fire_timers
-from engine.ticker_batch import LEASE, SLA_ACTOR, fire_batch, judge, level_audit, pick_due
+from engine.ticker_batch import LEASE, SLA_ACTOR, claim_due, fire_batch, judge, level_audit
 
 __all__ = ["LEASE", "SLA_ACTOR", "TIMER_ACTOR", "TickResult", "next_due", "tick"]
 
@@ -183,15 +183,12 @@ def _claim_and_fire(run: _Tick) -> int:
 
 def _claim(run: _Tick) -> list[int]:
     """Take up to `batch` due, free rows for this worker and commit the claim (the fallback path): their ids in
-    firing order (due time, then id). Only rows this statement took come back, never an earlier claim."""
-    table = SlaDue.__table__  # type: ignore[attr-defined]
-    pick = pick_due(now=run.now, batch=run.batch, exclude=run.broken_dues, postgres=is_postgres(run.engine))
-    stmt = (sa.update(table).where(table.c.id.in_(pick))
-            .values(claimed_by=run.worker, lease_until=run.now + LEASE).returning(table.c.id, table.c.due_at))
+    firing order (due time, then id)."""
     with Session(run.engine) as session:
-        rows = session.execute(stmt).all()
+        rows = claim_due(session, now=run.now, worker=run.worker, batch=run.batch, exclude=run.broken_dues,
+                         fire=False)
         session.commit()
-    return [row.id for row in sorted(rows, key=lambda row: (row.due_at, row.id))]
+    return [row.id for row in rows]
 
 
 def _fire_one_by_one(run: _Tick, due_ids: list[int]) -> None:

@@ -118,16 +118,37 @@ def level_audit(*, instance_id: int, stage: str | None, row_version: int, clock_
     )
 
 
-def pick_due(*, now: datetime, batch: int, exclude: Collection[int], postgres: bool) -> Any:
-    """The ids of the first `batch` due rows free to claim at `now` (never claimed, or their lease ran out), by due
-    time then id, but not `exclude`; on PostgreSQL locked `FOR UPDATE SKIP LOCKED`. A subquery for an UPDATE."""
+def _claiming(*, postgres: bool, fire: bool) -> Any:
+    """`UPDATE sla_due SET claimed_by, lease_until [, fired_at] WHERE id IN (the first `b_batch` due rows free at
+    `b_now`, by due time then id, not in `b_exclude`; on PostgreSQL FOR UPDATE SKIP LOCKED) RETURNING ...`."""
+    when = _DUE.c.due_at.type
+    now = sa.bindparam("b_now", type_=when)
     free = sa.or_(_DUE.c.claimed_by.is_(None), _DUE.c.lease_until < now)
     pick = (sa.select(_DUE.c.id).where(_DUE.c.fired_at.is_(None), _DUE.c.due_at <= now, free,
-                                       _DUE.c.id.not_in(sorted(exclude) or [-1]))
-            .order_by(_DUE.c.due_at, _DUE.c.id).limit(batch))
+                                       _DUE.c.id.not_in(sa.bindparam("b_exclude", expanding=True)))
+            .order_by(_DUE.c.due_at, _DUE.c.id).limit(sa.bindparam("b_batch")))
     if postgres:
         pick = pick.with_for_update(skip_locked=True)
-    return pick.scalar_subquery()
+    values = {"claimed_by": sa.bindparam("b_worker"), "lease_until": sa.bindparam("b_lease", type_=when)}
+    if fire:
+        values["fired_at"] = now
+    return (sa.update(_DUE).where(_DUE.c.id.in_(pick.scalar_subquery())).values(values)
+            .returning(_DUE.c.id, _DUE.c.clock_id, _DUE.c.cycle, _DUE.c.level, _DUE.c.due_at))
+
+
+# Built once (building one cost ~0.45 ms, a fifteenth of a steady tick): (PostgreSQL?, fired too?) -> statement
+_CLAIMING = {(pg, fire): _claiming(postgres=pg, fire=fire) for pg in (False, True) for fire in (False, True)}
+
+
+def claim_due(session: Session, *, now: datetime, worker: str, batch: int, exclude: Collection[int],
+              fire: bool) -> list[Row[Any]]:
+    """Claim for `worker` up to `batch` due rows free at `now` (never claimed, or their lease ran out), but not
+    `exclude`, and with `fire` mark them fired as well; them in firing order (due time, then id). Only rows this
+    statement took come back, never an earlier claim. The caller's transaction commits it."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    params = {"b_now": now, "b_lease": now + LEASE, "b_worker": worker, "b_batch": batch,
+              "b_exclude": sorted(exclude) or [-1]}
+    return sorted(session.execute(_CLAIMING[(postgres, fire)], params), key=lambda row: (row.due_at, row.id))
 
 
 def fire_batch(funnel: Funnel, *, now: datetime, worker: str, batch: int, exclude: Collection[int],
@@ -167,11 +188,7 @@ class _Batch:
 
     def take(self, worker: str, batch: int, exclude: Collection[int]) -> list[Row[Any]]:
         """Claim the due rows and mark them fired, in one statement; them in firing order (due time, then id)."""
-        pick = pick_due(now=self.now, batch=batch, exclude=exclude, postgres=self.dialect.name == "postgresql")
-        stmt = (sa.update(_DUE).where(_DUE.c.id.in_(pick))
-                .values(claimed_by=worker, lease_until=self.now + LEASE, fired_at=self.now)
-                .returning(_DUE.c.id, _DUE.c.clock_id, _DUE.c.cycle, _DUE.c.level, _DUE.c.due_at))
-        rows = sorted(self.session.execute(stmt), key=lambda row: (row.due_at, row.id))
+        rows = claim_due(self.session, now=self.now, worker=worker, batch=batch, exclude=exclude, fire=True)
         self.outcome.taken = len(rows)
         return rows
 
