@@ -204,5 +204,13 @@ def among(column: Any, values: Iterable[Any], dialect: sa.Dialect) -> Any:
     return column.in_(list(values))
 
 
+def among_param(column: Any, name: str, *, postgres: bool) -> Any:
+    """`among` for a statement built once: `column IN (:name)` (expanding) or, on PostgreSQL, `column = ANY(:name)`
+    (one bound array); execute it with a list under `name`."""
+    if postgres:
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
+    return column.in_(sa.bindparam(name, expanding=True))
+
+
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"

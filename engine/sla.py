@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col
 
 from engine import sla_ledger as ledger
+from engine.db import among_param
 from engine.instances import RUNNING, ChangeEvent
 from engine.models import HumanTask, Instance
 from engine.models.sla import SlaClock, SlaClockEvent, SlaDue, key_of, task_of_clock
@@ -245,12 +245,10 @@ _CLOCKS_THAT_CAN_CHANGE = (
     .order_by(_CLOCK.c.id, _EVENT.c.id))
 _INSERT_CLOCK = sa.insert(_CLOCK).returning(_CLOCK.c.id)
 _INSERT_EVENT = sa.insert(_EVENT)
-_ENTRIES = (sa.select(_EVENT.c.clock_id, _EVENT.c.kind, _EVENT.c.at, _EVENT.c.cycle, _EVENT.c.target_seconds)
-            .where(_EVENT.c.clock_id.in_(sa.bindparam("b_ids", expanding=True))).order_by(_EVENT.c.id))
-# PostgreSQL: the ids as one array (engine.db.among says why); a ticker batch reads hundreds of ledgers at once
-_ENTRIES_ANY = (sa.select(*_ENTRIES.selected_columns)
-                .where(_EVENT.c.clock_id == sa.any_(sa.bindparam("b_ids", type_=postgresql.ARRAY(sa.Integer))))
-                .order_by(_EVENT.c.id))
+# by dialect (PostgreSQL?): on PostgreSQL the ids go as one array (engine.db.among says why); a ticker batch reads
+# hundreds of ledgers at once
+_ENTRIES = {pg: sa.select(_EVENT.c.clock_id, _EVENT.c.kind, _EVENT.c.at, _EVENT.c.cycle, _EVENT.c.target_seconds)
+            .where(among_param(_EVENT.c.clock_id, "b_ids", postgres=pg)).order_by(_EVENT.c.id) for pg in (False, True)}
 _DUE_OF = (sa.select(_DUE.c.id, _DUE.c.clock_id, _DUE.c.cycle, _DUE.c.level, _DUE.c.due_at, _DUE.c.fired_at)
            .where(_DUE.c.clock_id.in_(sa.bindparam("b_ids", expanding=True))))
 _INSERT_DUE = sa.insert(_DUE)
@@ -285,8 +283,8 @@ def entries_of(session: Session, clock_ids: Iterable[int]) -> dict[int, list[led
     if not ids:
         return out
     conn = session.connection()
-    stmt = _ENTRIES_ANY if conn.dialect.name == "postgresql" else _ENTRIES
-    for clock_id, kind, at, cycle, seconds in conn.execute(stmt, {"b_ids": ids}):
+    for clock_id, kind, at, cycle, seconds in conn.execute(_ENTRIES[conn.dialect.name == "postgresql"],
+                                                           {"b_ids": ids}):
         out[clock_id].append(ledger.Entry(kind, at, cycle, _target(seconds)))
     return out
 

@@ -34,7 +34,7 @@ from sqlmodel import Session
 
 from engine import sla_ledger as ledger
 from engine.calendar import BusinessCalendar, format_business
-from engine.db import among
+from engine.db import among, among_param
 from engine.definitions import LoadedDefinition
 from engine.directory import Directory
 from engine.instances import RUNNING, Funnel
@@ -57,6 +57,26 @@ _INSTANCE = Instance.__table__  # type: ignore[attr-defined]
 _TASK = HumanTask.__table__  # type: ignore[attr-defined]
 _AUDIT = AuditEvent.__table__  # type: ignore[attr-defined]
 _CUSTOMER = Customer.__table__  # type: ignore[attr-defined]
+
+
+def _clocks(postgres: bool) -> Any:
+    """Each clock (`b_ids`) with its instance and its customer's name: one statement, not three."""
+    c, i, named = _CLOCK.c, _INSTANCE.c, _CUSTOMER.c
+    return (sa.select(c.id, c.instance_id, c.key, c.name, c.title, c.calendar, c.warning_ratio, i.workflow,
+                      i.definition_version_id, i.stage, i.status, i.assignee, i.customer_id, i.customer_tier, i.data,
+                      i.row_version, named.name.label("customer_name"))
+            .select_from(_CLOCK.join(_INSTANCE, i.id == c.instance_id).outerjoin(_CUSTOMER, named.id == i.customer_id))
+            .where(among_param(c.id, "b_ids", postgres=postgres)))
+
+
+_T = _TASK.c
+# Built once, by dialect (PostgreSQL?)
+_CLOCKS = {pg: _clocks(pg) for pg in (False, True)}
+# The tasks of the instances `b_ids`, the clocks' tasks picked from them in Python: given both IN lists and an
+# ORDER BY, SQLite (no statistics) chose to walk the task_uuid index or the whole table (66 ms per 500 levels at
+# 100k instances)
+_TASKS = {pg: sa.select(_T.id, _T.instance_id, _T.task_uuid, _T.status, _T.assignee, _T.team)
+          .where(among_param(_T.instance_id, "b_ids", postgres=pg)) for pg in (False, True)}
 
 
 @dataclass
@@ -195,27 +215,14 @@ class _Batch:
     def load(self, taken: Sequence[Row[Any]]) -> None:
         """Everything the decisions read, a few queries for the whole batch."""
         clock_ids = sorted({d.clock_id for d in taken})
-        dialect = self.dialect
-        c, i, named = _CLOCK.c, _INSTANCE.c, _CUSTOMER.c
-        # each clock with its instance and its customer's name: one statement, not three
-        stmt = (sa.select(c.id, c.instance_id, c.key, c.name, c.title, c.calendar, c.warning_ratio, i.workflow,
-                          i.definition_version_id, i.stage, i.status, i.assignee, i.customer_id, i.customer_tier,
-                          i.data, i.row_version, named.name.label("customer_name"))
-                .select_from(_CLOCK.join(_INSTANCE, i.id == c.instance_id)
-                             .outerjoin(_CUSTOMER, named.id == i.customer_id))
-                .where(among(c.id, clock_ids, dialect)))
-        self.clocks = {row.id: row for row in self.session.execute(stmt)}
+        pg = self.dialect.name == "postgresql"
+        self.clocks = {row.id: row for row in self.session.execute(_CLOCKS[pg], {"b_ids": clock_ids})}
         instance_ids = sorted({row.instance_id for row in self.clocks.values()})
         self.entries = entries_of(self.session, clock_ids)
         uuids = sorted({uuid for row in self.clocks.values() if (uuid := task_of(row.key, row.name))})
         if uuids:
-            t = _TASK.c
-            # by instance only, the task picked here: given both IN lists and an ORDER BY, SQLite (no statistics)
-            # chose to walk the task_uuid index or the whole table (66 ms per 500 levels at 100k instances)
             wanted = set(uuids)
-            stmt = sa.select(t.id, t.instance_id, t.task_uuid, t.status, t.assignee, t.team).where(
-                among(t.instance_id, instance_ids, dialect))
-            for row in sorted(self.session.execute(stmt), key=lambda r: r.id):
+            for row in sorted(self.session.execute(_TASKS[pg], {"b_ids": instance_ids}), key=lambda r: r.id):
                 if row.task_uuid in wanted:
                     self.tasks.setdefault((row.instance_id, row.task_uuid), row)
         self.people = Directory(self.session)  # this process's copy of the people tables, if still current
