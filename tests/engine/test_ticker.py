@@ -192,6 +192,24 @@ def test_next_due_is_the_earliest_pending_level_or_timer(funnel: Funnel, clock: 
     assert next_due(funnel.engine) == mon(16)
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_given_postgresql_when_a_loop_asks_next_due_often_then_it_holds_no_transaction_and_stays_prepared(
+        funnel: Funnel, clock: FakeClock) -> None:
+    # given one pooled connection and a pending level
+    clock.now = MONDAY_9AM
+    ticket(funnel)
+    funnel.engine.dispose()
+    # when a ticking loop asks when something is next due, often enough for psycopg to prepare the query (5 times)
+    for _ in range(8):
+        assert next_due(funnel.engine) == mon(16)
+    # then the query is still prepared on that connection: no ROLLBACK (which deallocates them all) came after it
+    with funnel.engine.connect() as conn:
+        prepared = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%lease_until%%'").scalar_one()
+    assert prepared == 1, "next_due ran inside a transaction: its ROLLBACK deallocated the prepared query"
+
+
 # ---------------------------------------------------------------- SpiffWorkflow timers
 
 
