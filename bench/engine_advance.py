@@ -32,18 +32,36 @@ def _specs() -> Any:
     return parse_sources({"sales_funnel.bpmn": FUNNEL_FILE.read_bytes()}, {})["sales_funnel"]
 
 
-def floor(n_instances: int) -> float:
-    """Advances/s of bare SpiffWorkflow completing the same tasks in memory, nothing persisted."""
+def floor(n_instances: int, *, commit_to: str | None = None) -> float:
+    """Advances/s of bare SpiffWorkflow completing the same tasks in memory, nothing persisted.
+
+    With `commit_to` (a database URL), each advance also commits a one-row UPDATE there, as durably as ours and
+    the naive way commit (same engine settings): the least any persisted advance costs, which the floor leaves out.
+    The table it counts in (`floor_commit`, one row per instance) stays, so a caller can check every commit landed.
+    """
     specs = _specs()
     workflows = [Workflow.start(specs, {}) for _ in range(n_instances)]
+    engine = make_engine(commit_to) if commit_to else None
+    bump = sa.text("UPDATE floor_commit SET advances = advances + 1 WHERE id = :i")
+    if engine is not None:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE floor_commit (id INTEGER PRIMARY KEY, advances INTEGER NOT NULL)"))
+            conn.execute(sa.text("INSERT INTO floor_commit (id, advances) VALUES (:i, 0)"),
+                         [{"i": i} for i in range(n_instances)])
     start = time.perf_counter()
-    for wf in workflows:
+    for i, wf in enumerate(workflows):
         for data in STAGE_DATA:
             task = next(iter(wf.wf.get_tasks(state=READY, manual=True)))  # bare Spiff, like the rest of the loop
             task.data.update(data)
             task.run()
             wf.wf.do_engine_steps()
-    return n_instances * len(STAGE_DATA) / (time.perf_counter() - start)
+            if engine is not None:
+                with engine.begin() as conn:
+                    conn.execute(bump, {"i": i})
+    elapsed = time.perf_counter() - start
+    if engine is not None:
+        engine.dispose()
+    return n_instances * len(STAGE_DATA) / elapsed
 
 
 def naive(n_instances: int, url: str) -> float:
@@ -120,9 +138,14 @@ def run(workdir: Path, *, quick: bool) -> list[Row]:
         with database(kind, workdir) as url:
             naive_rate = naive(n, url)
         with database(kind, workdir) as url:
+            committed_rate = floor(n, commit_to=url)
+        with database(kind, workdir) as url:
             our_rate = ours(url, n)
         rows.append(Row(f"engine advance, {kind}: vs floor", "advances/s", "bare spiff", floor_rate, our_rate,
                         "time/advance <= 2x floor (ratio >= 0.5)"))
+        # no goal: what the floor leaves out of any durable advance, so the two ratio goals can be read against it
+        rows.append(Row(f"engine advance, {kind}: vs floor + commit", "advances/s", "spiff + 1-row commit",
+                        committed_rate, our_rate, "figure (the least a durable advance costs)"))
         rows.append(Row(f"engine advance, {kind}: vs naive", "advances/s", "naive JSON", naive_rate, our_rate,
                         ">= 5x naive (ratio >= 5)"))
     with database("sqlite", workdir) as url:
