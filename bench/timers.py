@@ -69,7 +69,7 @@ from bench.common import Row, database, format_table, percentile
 from bench.seed import Scheduled, Seeder, describe, instant, seed, ts_sql, us
 from engine.db import make_engine
 from engine.models import AuditEvent
-from engine.models.types import UTCDateTime
+from engine.models.types import UTCDateTime, unpack
 
 RATE = 2000  # due per second, steady
 POLL_MAX_S = 0.005  # the tickers' longest sleep (both ours and the floor)
@@ -227,7 +227,8 @@ class FloorTicker:
 
 def _ticker_main(url: str, worker: str, mode: str, stop: Event, ready: Event, stats_path: str,
                  profile_path: str | None) -> None:
-    """One ticker process: the scheduler's loop around `next_due` and `tick` (ours) or the floor's."""
+    """One ticker process: the scheduler's loop around `next_due` and `tick` (ours), the floor's, or the what-if's
+    (`set-based`: engine.ticker.next_due, then bench.set_based.fire_all in batches like tick's)."""
     from engine.bootstrap import open_funnel
     from engine.settings import Settings
     from engine.ticker import next_due, tick
@@ -248,6 +249,17 @@ def _ticker_main(url: str, worker: str, mode: str, stop: Event, ready: Event, st
             stats["failed"] += len(result.failed)
             stats["failures"] = (stats["failures"] + result.failed)[:5]
             return int(result.total)
+    elif mode == "set-based":
+        from bench.set_based import fire_all
+
+        funnel = open_funnel(Settings(database_url=url), sync=False)
+        engine = funnel.engine
+
+        def find_next() -> datetime | None:
+            return next_due(engine)
+
+        def fire(now: datetime) -> int:
+            return fire_all(funnel, engine, now=now, worker=worker, batch=FLOOR_BATCH).levels
     else:
         engine = make_engine(url)
         floor = FloorTicker(engine, worker)
@@ -295,7 +307,7 @@ def _ticker_main(url: str, worker: str, mode: str, stop: Event, ready: Event, st
 
 def _observer_main(url: str, mode: str, stop: Event, ready: Event, seen: Synchronized[int], out_path: str) -> None:
     """Polls the outbox (or the floor's) and records, per new row, the window in which it was committed."""
-    table, key = ("outbox", "dedupe_key") if mode == "ours" else ("floor_outbox", "due_id")
+    table, key = ("floor_outbox", "due_id") if mode == "floor" else ("outbox", "dedupe_key")
     engine = make_engine(url)
     records: list[tuple[Any, float, float]] = []
     known: set[int] = set()
@@ -518,10 +530,11 @@ def _count_ours(phase: Phase, engine: Engine, scheduled: Scheduled, outbox_befor
                 mails[(int(parts[1]), parts[3])] += 1
             else:
                 phase.unexpected += 1
-        # audit changes are packed (engine.models.types.PackedJSON): counted here, not inside SQL
+        # audit changes are packed (engine.models.types.PackedJSON; the what-if's are plain): counted here
         audit = AuditEvent.__table__  # type: ignore[attr-defined]
-        entries = Counter((c["sla"]["clock_id"], c["sla"]["level"]) for c in conn.execute(
-            sa.select(audit.c.changes).where(audit.c.id > audit_before, audit.c.kind.in_(SLA_KINDS))).scalars())
+        raw = sa.type_coerce(audit.c.changes, sa.LargeBinary)
+        entries = Counter((c["sla"]["clock_id"], c["sla"]["level"]) for c in map(_document, conn.execute(
+            sa.select(raw).where(audit.c.id > audit_before, audit.c.kind.in_(SLA_KINDS))).scalars()))
         audit_dups = sum(n - 1 for n in entries.values() if n > 1)
     phase.unexpected += len(fired - set(targets)) + sum(n for t, n in mails.items() if t not in targets)
     for target, (_, want) in targets.items():
@@ -531,6 +544,12 @@ def _count_ours(phase: Phase, engine: Engine, scheduled: Scheduled, outbox_befor
         phase.duplicated += max(0, got - want)
     phase.duplicated += audit_dups
     return dict(targets)
+
+
+def _document(stored: bytes | memoryview) -> Any:
+    """An audit entry's changes: packed by the engine, plain JSON from bench.set_based."""
+    data = bytes(stored)
+    return json.loads(data) if data[:1] == b"{" else unpack(data)
 
 
 def _observed(phase: Phase, records: list[tuple[Any, float, float]], targets: dict[Any, tuple[int, int]],
@@ -612,8 +631,8 @@ def steady_offsets(sizes: Sizes) -> list[int]:
     return [round(k * 1e6 / RATE) for k in range(int(RATE * sizes.steady_s))]
 
 
-def run_kind(kind: str, workdir: Path, sizes: Sizes, *,
-             profile: bool = False) -> tuple[dict[str, Phase], dict[str, Any]]:
+def run_kind(kind: str, workdir: Path, sizes: Sizes, *, profile: bool = False,
+             modes: tuple[str, ...] = ("floor", "ours")) -> tuple[dict[str, Phase], dict[str, Any]]:
     """Seed one database, then steady and burst for the floor and for ours; the phases and what else was seen."""
     procs = 1 if kind == "sqlite" else 2
     info: dict[str, Any] = {"processes": procs}
@@ -627,14 +646,14 @@ def run_kind(kind: str, workdir: Path, sizes: Sizes, *,
             create_floor(seeder.engine, sizes.deadlines)
             info["seed"]["floor_s"] = round(time.perf_counter() - t0, 1)
             info["seed"]["wall_s"] = round(time.perf_counter() - started, 1)
-            for mode in ("floor", "ours"):
+            for mode in modes:
                 with workers(url, mode, procs, workdir, profile=profile and mode == "ours") as w:
                     rate = 4_000.0  # rows inserted per second, for the lead; measured from then on
                     # a service has been ticking long before any given deadline: a short unmeasured warm-up
                     # pays the first tick's one-time costs (definitions, calendars, statement caches)
                     for name, offsets in (("warm-up", steady_offsets(sizes)[:WARM_UP]),
                                           ("steady", steady_offsets(sizes)), ("burst", [0] * sizes.burst)):
-                        if mode == "ours":
+                        if mode != "floor":
                             phase = ours_phase(f"{mode} {name}", seeder, w, offsets, sizes, rate)
                         else:
                             phase = floor_phase(f"{mode} {name}", seeder.engine, w, offsets, sizes, rate)
@@ -665,15 +684,26 @@ def rows_for(kind: str, phases: dict[str, Phase], info: dict[str, Any], sizes: S
                 f"<= {GOALS[kind]:g} s", higher_is_better=False,
                 extra={"ours": ob.summary(), "floor": fb.summary(), "rate_per_s": round(ob.scheduled / max(
                     ob.complete_s, 1e-9))})
-    return [steady, burst]
+    rows = [steady, burst]
+    if "set-based steady" in phases:  # --what-if: figures beside ours, no goal of their own
+        ws, wb = phases["set-based steady"], phases["set-based burst"]
+        rows += [Row(f"timers, {kind}: what-if set-based, p99 lateness", "ms", f"floor x{procs}",
+                     percentile(fs.lateness_ms, 99), percentile(ws.lateness_ms, 99), "what-if (bench.set_based)",
+                     higher_is_better=False, extra={"ours": ws.summary(), "floor": fs.summary(),
+                                                    "ours_tickers": info.get("set-based tickers")}),
+                 Row(f"timers, {kind}: what-if set-based, burst {label}", "s", f"floor x{procs}", fb.complete_s,
+                     wb.complete_s, "what-if (bench.set_based)", higher_is_better=False,
+                     extra={"ours": wb.summary(), "floor": fb.summary()})]
+    return rows
 
 
 def run(workdir: Path, *, quick: bool, kinds: tuple[str, ...] = ("sqlite", "postgresql"),
-        progress: bool = False) -> list[Row]:
+        progress: bool = False, what_if: bool = False) -> list[Row]:
     sizes = Sizes.of(quick)
     rows: list[Row] = []
+    modes = ("floor", "ours", "set-based") if what_if else ("floor", "ours")
     for kind in kinds:
-        phases, info = run_kind(kind, workdir, sizes)
+        phases, info = run_kind(kind, workdir, sizes, modes=modes)
         found = rows_for(kind, phases, info, sizes)
         if progress:  # a long run shows each database's figures as soon as they exist
             print(f"{format_table(found)}\n{details(found)}\n", flush=True)
@@ -742,6 +772,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", choices=("sqlite", "postgresql"),
                         help="profile one tick() on a burst instead (seeded at full size unless --quick)")
     parser.add_argument("--burst", type=int, default=5_000, help="--profile: rows in the burst")
+    parser.add_argument("--what-if", action="store_true",
+                        help="also run bench.set_based's set-based firing through the same phases (figures only)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # clean up (processes, databases) on kill too
     with tempfile.TemporaryDirectory() as tmp:
@@ -752,7 +784,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         started = time.perf_counter()
         kinds = (args.kind,) if args.kind else ("sqlite", "postgresql")
-        rows = run(Path(tmp), quick=args.quick, kinds=kinds, progress=len(kinds) > 1)
+        rows = run(Path(tmp), quick=args.quick, kinds=kinds, progress=len(kinds) > 1, what_if=args.what_if)
     print(format_table(rows))
     print()
     print(details(rows))
