@@ -236,20 +236,7 @@ def _ticker_main(url: str, worker: str, mode: str, stop: Event, ready: Event, st
     stats: dict[str, Any] = {"worker": worker, "ticks": 0, "tick_s": 0.0, "next_due_calls": 0, "next_due_s": 0.0,
                              "idle_s": 0.0, "fired": 0, "skipped": 0, "failed": 0, "failures": []}
     ends: list[tuple[int, float]] = []  # per tick that fired: its `now` (us, = fired_at) and when tick() returned
-    if mode == "ours":
-        funnel = open_funnel(Settings(database_url=url), sync=False)
-        engine = funnel.engine
-
-        def find_next() -> datetime | None:
-            return next_due(engine)
-
-        def fire(now: datetime) -> int:
-            result = tick(funnel, now=now, worker_id=worker)
-            stats["skipped"] += result.skipped
-            stats["failed"] += len(result.failed)
-            stats["failures"] = (stats["failures"] + result.failed)[:5]
-            return int(result.total)
-    elif mode == "set-based":
+    if mode in ("ours", "set-based"):
         from bench.set_based import fire_all
 
         funnel = open_funnel(Settings(database_url=url), sync=False)
@@ -259,7 +246,13 @@ def _ticker_main(url: str, worker: str, mode: str, stop: Event, ready: Event, st
             return next_due(engine)
 
         def fire(now: datetime) -> int:
-            return fire_all(funnel, engine, now=now, worker=worker, batch=FLOOR_BATCH).levels
+            if mode == "set-based":
+                return fire_all(funnel, engine, now=now, worker=worker, batch=FLOOR_BATCH).levels
+            result = tick(funnel, now=now, worker_id=worker)
+            stats["skipped"] += result.skipped
+            stats["failed"] += len(result.failed)
+            stats["failures"] = (stats["failures"] + result.failed)[:5]
+            return int(result.total)
     else:
         engine = make_engine(url)
         floor = FloorTicker(engine, worker)
