@@ -44,7 +44,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from bench.common import Row, database, format_table, percentile
+from bench.common import Row, checkpoint, checkpoints_since, database, format_table, percentile
 from bench.engine_advance import STAGE_DATA
 from bench.loadgen import LoadResult, Request, run_closed, run_paced
 from engine.settings import REPO_ROOT
@@ -241,18 +241,20 @@ def measure(app_name: str, database_url: str, workdir: Path, sizes: Sizes, loadg
                 if width == 1:
                     break  # no error-free rate: reported as 0
                 width = max(1, width // 2)
-            half, paced = rate / 2, LoadResult()
+            half, paced, checkpoints = rate / 2, LoadResult(), None
             if rate > 0:  # with no error-free rate there is no half load to measure at
                 requests = max(sizes.paced_min_requests, round(half * sizes.paced_seconds))
                 n_paced = min(sizes.max_instances, max(connections, -(-requests // stages)))
-                paced = loadgen.submit(run_paced, HOST, port, headers, lanes(source.start(n_paced), connections),
-                                       half).result()
+                paced_lanes = lanes(source.start(n_paced), connections)
+                flushed = checkpoint(database_url)  # the closed runs' writes are flushed before the latencies
+                paced = loadgen.submit(run_paced, HOST, port, headers, paced_lanes, half).result()
+                checkpoints = checkpoints_since(database_url, flushed)
     finally:
         source.close()
     spread = {f"p{p}_ms": round(percentile(paced.latencies_ms, p), 2) for p in (90, 99.9, 100)}
     return Measured(rate=rate, p50_ms=percentile(paced.latencies_ms, 50), p99_ms=percentile(paced.latencies_ms, 99),
                     paced_rate=paced.sent / paced.seconds if paced.seconds else 0.0, closed=attempts,
-                    paced={**_summary(paced), "offered_rate": round(half, 1), **spread},
+                    paced={**_summary(paced), "offered_rate": round(half, 1), **spread, "checkpoints": checkpoints},
                     warmup={**_summary(warm), "rate": round(estimate, 1)})
 
 

@@ -65,7 +65,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bench.common import Row, database, format_table, percentile
+from bench.common import Row, checkpoint, checkpoints_since, database, format_table, percentile
 from bench.seed import Scheduled, Seeder, describe, instant, seed, ts_sql, us
 from engine.db import make_engine
 from engine.models import AuditEvent
@@ -118,6 +118,7 @@ class Phase:
     lead_s: float = 0.0
     waited_s: float = 0.0
     spoiled: bool = False  # the insert was still running at the first due instant: lateness includes it
+    checkpoints: int | None = None  # PostgreSQL checkpoints during the phase (bench.common.checkpoint)
 
     @property
     def complete_s(self) -> float:
@@ -133,7 +134,7 @@ class Phase:
                 "lost": self.lost, "duplicated": self.duplicated, "unexpected": self.unexpected,
                 "observe_err_p99_ms": round(percentile(self.observe_err_ms, 99), 1),
                 "insert_s": round(self.insert_s, 2), "lead_s": round(self.lead_s, 2),
-                "waited_s": round(self.waited_s, 1), "spoiled": self.spoiled}
+                "waited_s": round(self.waited_s, 1), "spoiled": self.spoiled, "checkpoints": self.checkpoints}
 
 
 # ---------------------------------------------------------------- the floor's tables and work
@@ -646,10 +647,12 @@ def run_kind(kind: str, workdir: Path, sizes: Sizes, *, profile: bool = False,
                     # pays the first tick's one-time costs (definitions, calendars, statement caches)
                     for name, offsets in (("warm-up", steady_offsets(sizes)[:WARM_UP]),
                                           ("steady", steady_offsets(sizes)), ("burst", [0] * sizes.burst)):
+                        flushed = checkpoint(url)
                         if mode != "floor":
                             phase = ours_phase(f"{mode} {name}", seeder, w, offsets, sizes, rate)
                         else:
                             phase = floor_phase(f"{mode} {name}", seeder.engine, w, offsets, sizes, rate)
+                        phase.checkpoints = checkpoints_since(url, flushed)
                         rate = max(1_000.0, phase.scheduled / max(phase.insert_s, 1e-3))
                         if name != "warm-up":
                             phases[f"{mode} {name}"] = phase
@@ -726,7 +729,8 @@ def _fig(s: dict[str, Any]) -> str:
     return (f"n={s['scheduled']} p50={s['p50_ms']} p99={s['p99_ms']} max={s['max_ms']} ms lost={s['lost']} "
             f"dup={s['duplicated']} unexpected={s['unexpected']} observer-only p99={s.get('p99_observer_ms')} ms "
             f"err99={s['observe_err_p99_ms']} ms early={s.get('early')} untimed={s.get('untimed')} "
-            f"insert={s['insert_s']} s waited={s['waited_s']} s")
+            f"insert={s['insert_s']} s waited={s['waited_s']} s"
+            + (f" server checkpoints during it={s['checkpoints']}" if s.get("checkpoints") else ""))
 
 
 def profile_burst(kind: str, workdir: Path, burst: int, *, instances: int, deadlines: int) -> str:
