@@ -90,7 +90,7 @@ def checkpoint(url: str) -> int | None:
 
     Seeding a million rows fills the WAL past max_wal_size (1 GB here), and the server's catch-up checkpoints then
     land inside the next measured phase: the PostgreSQL timers' steady p99 read 64 ms measured straight after its
-    seed, and 30-32 ms (with no checkpoint during the phase) when flushed first, untimed.
+    seed, and 30-37 ms over three runs (no checkpoint during the phase) when flushed first, untimed.
     """
     if not url.startswith("postgresql"):
         return None
