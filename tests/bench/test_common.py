@@ -18,7 +18,7 @@ def _write(url: str, rows: int) -> None:
         engine.dispose()
 
 
-def test_given_a_database_with_dirty_pages_when_checkpointed_then_the_count_moves_by_exactly_the_ones_made(
+def test_given_a_database_with_dirty_pages_when_checkpointed_then_the_count_includes_our_own_flush(
         db_url: str) -> None:
     # given: a phase's worth of writes not yet flushed
     _write(db_url, 500)
