@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from notifications.bulk import array_insert, insert_arrays
 from notifications.models import OutboxMessage
 from notifications.render import Rendered, TemplateNotFound, names, render, restore, store
 
@@ -68,40 +69,19 @@ def enqueue_many(session: Session, mails: Sequence[dict[str, Any]]) -> int:
         rows.setdefault(values["dedupe_key"], values)
     if not rows:
         return 0
-    if session.get_bind().dialect.name == "postgresql" and len(rows) > 1:
-        return _insert_arrays(session, list(rows.values()))
+    if session.get_bind().dialect.name == "postgresql":  # also inside a notifications.bulk.pipeline
+        return insert_arrays(session, _INSERT_ARRAYS, list(_ARRAY_TYPES), list(rows.values()),
+                             json=("recipients", "context"), returning=True)
     table = OutboxMessage.__table__  # type: ignore[attr-defined]
     stmt = _insert(session).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(table.c.id)
     return len(session.execute(stmt, list(rows.values())).all())
 
 
-# PostgreSQL: one INSERT .. SELECT FROM unnest(column arrays), the arrays sent in binary (%b)
+# PostgreSQL: one INSERT .. SELECT FROM unnest(column arrays), the arrays sent in binary (notifications.bulk)
 _ARRAY_TYPES = {"dedupe_key": "varchar", "kind": "varchar", "ref": "varchar", "recipients": "jsonb",
                 "template": "varchar", "context": "jsonb", "subject": "varchar", "text": "text", "html": "text",
                 "created_at": "timestamptz", "attempts": "int4", "next_attempt_at": "timestamptz"}
-_JSON = ("recipients", "context")
-_INSERT_ARRAYS = (f"INSERT INTO outbox ({', '.join(_ARRAY_TYPES)}) SELECT * FROM unnest("  # noqa: S608 (fixed text)
-                  + ", ".join(f"%b::{t}[]" for t in _ARRAY_TYPES.values())
-                  + ") ON CONFLICT (dedupe_key) DO NOTHING RETURNING id")
-
-
-def _insert_arrays(session: Session, rows: list[dict[str, Any]]) -> int:
-    """`enqueue_many`'s insert on PostgreSQL: the same statement, its rows as one array per column.
-
-    The multi-row VALUES form that SQLAlchemy builds for many rows is a long query that psycopg re-parses
-    (a regex per placeholder, uncached past 4 KB) and whose JSON it dumps as text: ~170 us per e-mail,
-    most of what a burst of escalations cost on PostgreSQL. Column arrays in binary cost ~15 us. Same
-    transaction (the session's connection), same ON CONFLICT rule, same RETURNING count.
-    """
-    from psycopg.types.json import Jsonb  # only PostgreSQL reaches here, and psycopg is its driver
-
-    arrays = [[Jsonb(r[c]) if r[c] is not None else None for r in rows] if c in _JSON else [r[c] for r in rows]
-              for c in _ARRAY_TYPES]
-    driver = session.connection().connection.driver_connection
-    assert driver is not None
-    with driver.cursor() as cursor:
-        cursor.execute(_INSERT_ARRAYS, arrays)
-        return len(cursor.fetchall())
+_INSERT_ARRAYS = array_insert("outbox", _ARRAY_TYPES, suffix="ON CONFLICT (dedupe_key) DO NOTHING RETURNING id")
 
 
 def _row(*, dedupe_key: str, to: str | Sequence[str], created_at: datetime, kind: str, ref: str | None = None,

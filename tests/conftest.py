@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -63,7 +64,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'funnel.sqlite3'}"
         return
-    admin: sa.Engine = request.getfixturevalue("pg_admin")
+    with _pg_schema(request.getfixturevalue("pg_admin")) as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_admin: sa.Engine) -> Iterator[str]:
+    """A brand-new empty private schema in the PostgreSQL test database, for what only PostgreSQL has (fails,
+    never skips, when the server is down)."""
+    with _pg_schema(pg_admin) as url:
+        yield url
+
+
+@contextmanager
+def _pg_schema(admin: sa.Engine) -> Iterator[str]:
     schema = f"t_{uuid.uuid4().hex[:12]}"
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -140,21 +137,6 @@ def _start_many(url: str, count: int, barrier: Any, results: Any) -> None:
         results.put(("error", repr(err)))
     finally:
         f.engine.dispose()
-
-
-@pytest.fixture
-def pg_url(pg_admin: sa.Engine) -> Iterator[str]:
-    """A fresh schema in the PostgreSQL test database (fails, never skips, when the server is down)."""
-    from tests.conftest import _pg_schema_url
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with pg_admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield _pg_schema_url(schema)
-    finally:
-        with pg_admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
 @pytest.mark.postgres
