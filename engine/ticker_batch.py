@@ -5,11 +5,13 @@
    `FOR UPDATE SKIP LOCKED`, so the batch never waits on a row a concurrent change of that clock is rewriting:
    such a row is left for the next pass);
 2. the clocks (with their instances and customers' names), ledgers and tasks of the whole batch are read in one
-   query each, and the people from this process's copy of them (engine.directory; one stamp read checks it is current);
+   query each, and the people from this process's copy of them (engine.directory; the people stamp that checks it
+   is current comes as a column of the clocks' query);
 3. each row is decided in Python exactly as the one-by-one path decides it (engine.sla_ledger is pure): fire it
    (audit entry and e-mails), move it to its real due time, or drop it (clock stopped, instance ended);
 4. the audit entries and the outbox rows are inserted with one statement each (the outbox keeps its
-   `ON CONFLICT (dedupe_key) DO NOTHING`), rows not due after all are moved or dropped in bulk, one commit.
+   `ON CONFLICT (dedupe_key) DO NOTHING`; on PostgreSQL both as column arrays in one round trip,
+   notifications.bulk), rows not due after all are moved or dropped in bulk, one commit.
 A row whose decision raises (a missing calendar, an unusable address) is put back (fired_at NULL, still claimed,
 so it is retried once its lease runs out) and reported, the others fire. If the transaction itself fails, nothing
 of it stays, not even the claim: the caller then claims in a transaction of its own and fires row by row.
@@ -36,7 +38,7 @@ from engine import sla_ledger as ledger
 from engine.calendar import BusinessCalendar, format_business
 from engine.db import among, among_param
 from engine.definitions import LoadedDefinition
-from engine.directory import Directory
+from engine.directory import STAMP, Directory, people_as_of
 from engine.instances import RUNNING, Funnel
 from engine.models import AuditEvent, HumanTask, Instance
 from engine.models.customers import Customer
@@ -62,11 +64,12 @@ _CUSTOMER = Customer.__table__  # type: ignore[attr-defined]
 
 
 def _clocks(postgres: bool) -> Any:
-    """Each clock (`b_ids`) with its instance and its customer's name: one statement, not three."""
+    """Each clock (`b_ids`) with its instance, its customer's name and the people stamp (engine.directory): one
+    statement, not four."""
     c, i, named = _CLOCK.c, _INSTANCE.c, _CUSTOMER.c
     return (sa.select(c.id, c.instance_id, c.key, c.name, c.title, c.calendar, c.warning_ratio, i.workflow,
                       i.definition_version_id, i.stage, i.status, i.assignee, i.customer_id, i.customer_tier, i.data,
-                      i.row_version, named.name.label("customer_name"))
+                      i.row_version, named.name.label("customer_name"), STAMP.label("people_stamp"))
             .select_from(_CLOCK.join(_INSTANCE, i.id == c.instance_id).outerjoin(_CUSTOMER, named.id == i.customer_id))
             .where(among_param(c.id, "b_ids", postgres=postgres)))
 
@@ -233,7 +236,9 @@ class _Batch:
             for row in sorted(self.session.execute(_TASKS[pg], {"b_ids": instance_ids}), key=lambda r: r.id):
                 if row.task_uuid in wanted:
                     self.tasks.setdefault((row.instance_id, row.task_uuid), row)
-        self.people = Directory(self.session)  # this process's copy of the people tables, if still current
+        # this process's copy of the people tables, if still current (the stamp came with the clocks)
+        stamp = next(iter(self.clocks.values())).people_stamp if self.clocks else None
+        self.people = Directory(self.session, people_as_of(self.session, stamp) if self.clocks else None)
 
     def decide(self, due: Row[Any]) -> None:
         """Fire, move or drop one taken row; a row whose decision raises is put back and reported."""

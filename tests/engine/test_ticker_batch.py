@@ -400,3 +400,22 @@ def test_given_a_customer_named_only_in_the_customer_table_then_both_paths_name_
     assert _written(batched) == _written(one_by_one)
     for funnel in (batched, one_by_one):
         funnel.engine.dispose()
+
+
+def test_given_an_address_changed_in_sql_between_two_ticks_then_the_second_batch_mails_the_new_one(
+    funnel: Funnel, clock: FakeClock
+) -> None:
+    # given an urgent ticket whose first level has fired (this process now holds a copy of the people tables)
+    due = sorted(d.due_at for d in urgent_tickets(funnel, clock, count=1))
+    first = tick(funnel, now=due[0], worker_id="w")
+    assert first.emails > 0 and due[-1] > due[0]
+    # when an administrator changes every address in SQL, not through the service
+    with Session(funnel.engine) as session:
+        session.execute(sa.text("UPDATE app_user SET email = replace(email, '@example.com', '@new.example.com')"))
+        session.commit()
+    second = tick(funnel, now=wed(9), worker_id="w")
+    # then the next batch's e-mails go to the new addresses only (the stamp read with the clocks was new)
+    mails = outbox(funnel.engine, "escalation")
+    assert second.emails > 0 and len(mails) == first.emails + second.emails
+    assert {m.recipients[0].split("@")[1] for m in mails[:first.emails]} == {"example.com"}
+    assert {m.recipients[0].split("@")[1] for m in mails[first.emails:]} == {"new.example.com"}
