@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     smtp_password: str | None = Field(default=None, repr=False)
     smtp_from: str = Field(default="funnel@localhost", description="From address, may be 'Name <addr>'")
     base_url: str = Field(default="http://127.0.0.1:8000", description="how links in e-mails start")
-    tick_seconds: float = Field(default=0.1, gt=0, le=60, description="ticker interval (lateness bound)")
+    tick_seconds: float = Field(default=0.1, gt=0, le=60, description="ticker interval (due within it: waited for)")
     delivery_seconds: float = Field(default=2.0, gt=0, le=3600, description="outbox delivery interval")
 
 

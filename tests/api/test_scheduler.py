@@ -84,15 +84,61 @@ def test_given_events_due_and_not_yet_then_one_pass_fires_every_due_one_and_stop
     ticker = fake_ticker(funnel, timers, deliver)
     # when
     result = ticker.run_once()
-    # then
-    assert (result.rounds, result.fired) == (2, 2)
+    # then it asked what is due once, ticked while a tick fired something, and stopped at the first that did not
+    assert (result.rounds, result.fired, timers.polls) == (3, 2, 1)
     assert timers.due == [clock.now + timedelta(minutes=5)]
-    assert timers.calls == [(clock.now, "test:1"), (clock.now, "test:1")]
+    assert timers.calls == [(clock.now, "test:1")] * 3
     assert deliver.calls == [clock.now] and result.delivery.sent == 1
-    assert "fired 2 due event(s) in 2 tick(s)" in result.summary()
+    assert "fired 2 due event(s) in 3 tick(s)" in result.summary()
     # and once the clock passes the last one, the next pass fires it
     clock.advance(minutes=5)
     assert ticker.run_once().fired == 1 and timers.due == []
+
+
+def test_given_something_due_within_the_jobs_interval_then_the_job_waits_for_it_and_fires_it_at_its_time(
+        funnel: Funnel, clock: FakeClock) -> None:
+    # given one event due 30 ms from now and a job every 50 ms, whose waits move the fake clock
+    timers = FakeTimers(due=[clock.now + timedelta(milliseconds=30)])
+    ticker = fake_ticker(funnel, timers)
+    waits: list[float] = []
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        clock.advance(seconds=seconds)
+        return False
+
+    ticker.wait = wait
+    # when the job runs
+    fired = ticker.tick_job()
+    # then it waited exactly until the event was due and fired it with that time, in the same run
+    assert fired == 1 and waits == [0.03]
+    assert timers.calls[0][0] == timers.calls[-1][0] == clock.now
+
+
+def test_given_something_due_after_the_jobs_interval_then_the_job_leaves_it_to_a_later_run(
+        funnel: Funnel, clock: FakeClock) -> None:
+    timers = FakeTimers(due=[clock.now + timedelta(seconds=1)])
+    ticker = fake_ticker(funnel, timers)
+    ticker.wait = lambda seconds: pytest.fail(f"waited {seconds} s")  # type: ignore[assignment]
+    assert ticker.tick_job() == 0 and timers.calls == [] and timers.polls == 1
+
+
+def test_given_a_job_waiting_for_a_due_time_when_the_ticker_stops_then_the_wait_ends_at_once(
+        funnel: Funnel, clock: FakeClock) -> None:
+    # given a job every 60 s (as APScheduler runs it, on a thread) waiting for an event due in 50 s
+    timers = FakeTimers(due=[clock.now + timedelta(seconds=50)])
+    ticker = fake_ticker(funnel, timers)
+    ticker.settings = settings(funnel, tick_seconds=60)
+    job = threading.Thread(target=ticker.tick_job)
+    job.start()
+    deadline = time.monotonic() + 10
+    while timers.polls == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # when the ticker stops
+    ticker.stop()
+    job.join(timeout=5)
+    # then the job ended without firing
+    assert timers.polls == 1 and not job.is_alive() and timers.calls == []
 
 
 def test_given_next_due_says_due_but_tick_fires_nothing_then_the_pass_ends(funnel: Funnel, clock: FakeClock) -> None:
@@ -171,9 +217,9 @@ def test_given_the_scheduler_running_then_both_jobs_run_on_their_intervals_and_s
         deadline = time.monotonic() + 10
         while (timers.polls < 4 or len(deliver.calls) < 2) and time.monotonic() < deadline:
             time.sleep(0.02)
-    # then the due event fired once, and idle passes only asked what is due next
+    # then the due event fired once (the tick after it found nothing), and idle passes only asked what is due next
     assert timers.polls >= 4 and len(deliver.calls) >= 2
-    assert timers.due == [] and len(timers.calls) == 1
+    assert timers.due == [] and len(timers.calls) == 2
     with Session(funnel.engine) as session:
         beat = session.get(SchedulerHeartbeat, "test:1")
         assert beat is not None and beat.stopped_at is not None and beat.fired == 1
@@ -263,7 +309,7 @@ def test_funnel_scheduler_once_fires_and_sends_then_exits(
     # then
     assert result.exit_code == 0, result.output
     assert "fired 1 due event(s)" in result.output and "sent 1" in result.output
-    assert len(smtp_server.received) == 1 and len(timers.calls) == 1
+    assert len(smtp_server.received) == 1 and len(timers.calls) == 2  # the second tick found nothing
 
 
 @pytest.mark.parametrize(("flag", "embedded"), [([], True), (["--no-ticker"], False)])
