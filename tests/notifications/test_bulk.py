@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,15 +33,6 @@ def keys(db: Engine) -> list[str]:
                     .scalars())
 
 
-@pytest.fixture
-def pg(pg_url: str) -> Iterator[Engine]:
-    """A migrated PostgreSQL schema: column arrays are PostgreSQL's (SQLite inserts lists of rows)."""
-    engine = make_engine(pg_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
-
-
 def test_the_statement_names_each_column_with_its_array_type() -> None:
     assert INSERT == ("INSERT INTO outbox (dedupe_key, kind, recipients, subject, text, created_at, attempts, "
                       "next_attempt_at) SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::jsonb[], "
@@ -51,44 +41,44 @@ def test_the_statement_names_each_column_with_its_array_type() -> None:
     assert PLAIN.endswith("%b::timestamptz[])")
 
 
-def test_given_rows_then_one_statement_inserts_them_and_counts_what_it_returned(pg: Engine) -> None:
+def test_given_rows_then_one_statement_inserts_them_and_counts_what_it_returned(pg_db: Engine) -> None:
     # given one key already there
-    with Session(pg) as session:
+    with Session(pg_db) as session:
         insert_arrays(session, INSERT, list(COLUMNS), [message("k1")], json=("recipients",), returning=True)
         session.commit()
     # when three rows come, one of them that key
-    with Session(pg) as session:
+    with Session(pg_db) as session:
         added = insert_arrays(session, INSERT, list(COLUMNS), [message("k1"), message("k2"), message("k3")],
                               json=("recipients",), returning=True)
         session.commit()
     # then two were added, with their JSON as JSON
-    assert added == 2 and keys(pg) == ["k1", "k2", "k3"]
-    with Session(pg) as session:
+    assert added == 2 and keys(pg_db) == ["k1", "k2", "k3"]
+    with Session(pg_db) as session:
         assert {m.recipients[0] for m in session.execute(sa.select(OutboxMessage)).scalars()} == {"ann@example.com"}
 
 
-def test_given_a_pipeline_then_both_statements_land_in_the_same_transaction(pg: Engine) -> None:
+def test_given_a_pipeline_then_both_statements_land_in_the_same_transaction(pg_db: Engine) -> None:
     # when two inserts share a pipeline, the first not fetched
-    with Session(pg) as session:
+    with Session(pg_db) as session:
         with pipeline(session):
             assert insert_arrays(session, PLAIN, list(COLUMNS), [message("a1"), message("a2")],
                                  json=("recipients",)) == 2
             assert insert_arrays(session, INSERT, list(COLUMNS), [message("b1")], json=("recipients",),
                                  returning=True) == 1
         # then nothing is visible before the commit, everything after
-        assert keys(pg) == []
+        assert keys(pg_db) == []
         session.commit()
-    assert keys(pg) == ["a1", "a2", "b1"]
+    assert keys(pg_db) == ["a1", "a2", "b1"]
 
 
 def test_given_a_failing_statement_in_a_pipeline_then_it_raises_and_nothing_of_the_transaction_stays(
-        pg: Engine) -> None:
+        pg_db: Engine) -> None:
     # given a key longer than the column allows in the first, unfetched statement
-    with Session(pg) as session, pytest.raises(psycopg.errors.StringDataRightTruncation), pipeline(session):
+    with Session(pg_db) as session, pytest.raises(psycopg.errors.StringDataRightTruncation), pipeline(session):
         insert_arrays(session, PLAIN, list(COLUMNS), [message("ok"), message("x" * 400)], json=("recipients",))
         insert_arrays(session, INSERT, list(COLUMNS), [message("later")], json=("recipients",), returning=True)
     # then neither statement left a row
-    assert keys(pg) == []
+    assert keys(pg_db) == []
 
 
 def test_given_sqlite_then_the_pipeline_changes_nothing(tmp_path: Path) -> None:
