@@ -75,10 +75,9 @@ def _clocks(postgres: bool) -> Any:
 
 
 # PostgreSQL: the audit entries as column arrays (notifications.bulk), `changes` packed as PackedJSON stores it
-_AUDIT_TYPES = {"instance_id": "int4", "at": "timestamptz", "actor": "varchar", "kind": "varchar",
-                "from_stage": "varchar", "to_stage": "varchar", "row_version": "int4", "reason": "text",
-                "changes": "bytea"}
-_AUDIT_ARRAYS = array_insert("audit_event", _AUDIT_TYPES)
+_AUDIT_ARRAYS = array_insert("audit_event", {
+    "instance_id": "int4", "at": "timestamptz", "actor": "varchar", "kind": "varchar", "from_stage": "varchar",
+    "to_stage": "varchar", "row_version": "int4", "reason": "text", "changes": "bytea"})
 
 _T = _TASK.c
 # Built once, by dialect (PostgreSQL?)
@@ -307,8 +306,7 @@ class _Batch:
         self.outcome.skipped = len(self.moved) + len(self.dropped)
         with pipeline(self.session):  # PostgreSQL: the audit entries and the e-mails go in one round trip
             if self.audit and self.dialect.name == "postgresql":
-                insert_arrays(self.session, _AUDIT_ARRAYS, list(_AUDIT_TYPES),
-                              [{**a, "changes": pack(a["changes"])} for a in self.audit])
+                insert_arrays(self.session, _AUDIT_ARRAYS, [{**a, "changes": pack(a["changes"])} for a in self.audit])
             elif self.audit:
                 self.session.execute(sa.insert(_AUDIT), self.audit)
             self.outcome.emails = enqueue_many(self.session, self.mails)

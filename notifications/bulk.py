@@ -16,37 +16,44 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 
-def array_insert(table: str, columns: Mapping[str, str], *, suffix: str = "") -> str:
-    """`INSERT INTO table (columns) SELECT * FROM unnest(%b::type[], ...) suffix`, for `insert_arrays`.
+@dataclass(frozen=True)
+class ArrayInsert:
+    """An `INSERT .. SELECT * FROM unnest(%b::type[], ...)` and the columns its arrays fill, in order."""
 
-    `columns` maps each column to its PostgreSQL type; `suffix` is e.g. "ON CONFLICT (k) DO NOTHING RETURNING id".
-    Built once per statement, from names in code, never from input.
-    """
+    statement: str
+    columns: tuple[str, ...]
+    json: frozenset[str]  # the jsonb columns: their values are sent as JSON
+
+
+def array_insert(table: str, columns: Mapping[str, str], *, suffix: str = "") -> ArrayInsert:
+    """The statement for `insert_arrays`: `columns` maps each column to its PostgreSQL type; `suffix` is e.g.
+    "ON CONFLICT (k) DO NOTHING RETURNING id". Built once per statement, from names in code, never from input."""
     arrays = ", ".join(f"%b::{kind}[]" for kind in columns.values())
-    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) {suffix}".rstrip()  # noqa: S608
+    statement = f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) {suffix}"  # noqa: S608
+    return ArrayInsert(statement.rstrip(), tuple(columns), frozenset(c for c, t in columns.items() if t == "jsonb"))
 
 
-def insert_arrays(session: Session, statement: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]], *,
-                  json: Sequence[str] = (), returning: bool = False) -> int:
-    """Run `statement` (from `array_insert`, same `columns` in order) for `rows` in the session's transaction.
+def insert_arrays(session: Session, insert: ArrayInsert, rows: Sequence[Mapping[str, Any]], *,
+                  returning: bool = False) -> int:
+    """Run `insert` for `rows` (each a mapping of at least its columns) in the session's transaction.
 
-    Columns in `json` are sent as jsonb. With `returning`, how many rows the statement returned (e.g. those not
-    skipped by ON CONFLICT); without, the rows are not fetched (so a `pipeline` sends them later) and it returns
-    how many were given.
+    With `returning`, how many rows the statement returned (e.g. those not skipped by ON CONFLICT); without,
+    the rows are not fetched (so a `pipeline` sends them later) and it returns how many were given.
     """
     from psycopg.types.json import Jsonb  # only PostgreSQL reaches here, and psycopg is its driver
 
-    arrays = [[Jsonb(r[c]) if r[c] is not None else None for r in rows] if c in json else [r[c] for r in rows]
-              for c in columns]
+    arrays = [[Jsonb(r[c]) if r[c] is not None else None for r in rows] if c in insert.json else [r[c] for r in rows]
+              for c in insert.columns]
     driver = session.connection().connection.driver_connection
     assert driver is not None
     with driver.cursor() as cursor:
-        cursor.execute(statement, arrays)
+        cursor.execute(insert.statement, arrays)
         return len(cursor.fetchall()) if returning else len(rows)
 
 

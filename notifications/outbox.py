@@ -70,18 +70,17 @@ def enqueue_many(session: Session, mails: Sequence[dict[str, Any]]) -> int:
     if not rows:
         return 0
     if session.get_bind().dialect.name == "postgresql":  # also inside a notifications.bulk.pipeline
-        return insert_arrays(session, _INSERT_ARRAYS, list(_ARRAY_TYPES), list(rows.values()),
-                             json=("recipients", "context"), returning=True)
+        return insert_arrays(session, _INSERT_ARRAYS, list(rows.values()), returning=True)
     table = OutboxMessage.__table__  # type: ignore[attr-defined]
     stmt = _insert(session).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(table.c.id)
     return len(session.execute(stmt, list(rows.values())).all())
 
 
 # PostgreSQL: one INSERT .. SELECT FROM unnest(column arrays), the arrays sent in binary (notifications.bulk)
-_ARRAY_TYPES = {"dedupe_key": "varchar", "kind": "varchar", "ref": "varchar", "recipients": "jsonb",
-                "template": "varchar", "context": "jsonb", "subject": "varchar", "text": "text", "html": "text",
-                "created_at": "timestamptz", "attempts": "int4", "next_attempt_at": "timestamptz"}
-_INSERT_ARRAYS = array_insert("outbox", _ARRAY_TYPES, suffix="ON CONFLICT (dedupe_key) DO NOTHING RETURNING id")
+_INSERT_ARRAYS = array_insert("outbox", {
+    "dedupe_key": "varchar", "kind": "varchar", "ref": "varchar", "recipients": "jsonb", "template": "varchar",
+    "context": "jsonb", "subject": "varchar", "text": "text", "html": "text", "created_at": "timestamptz",
+    "attempts": "int4", "next_attempt_at": "timestamptz"}, suffix="ON CONFLICT (dedupe_key) DO NOTHING RETURNING id")
 
 
 def _row(*, dedupe_key: str, to: str | Sequence[str], created_at: datetime, kind: str, ref: str | None = None,

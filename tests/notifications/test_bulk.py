@@ -34,22 +34,22 @@ def keys(db: Engine) -> list[str]:
 
 
 def test_the_statement_names_each_column_with_its_array_type() -> None:
-    assert INSERT == ("INSERT INTO outbox (dedupe_key, kind, recipients, subject, text, created_at, attempts, "
-                      "next_attempt_at) SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::jsonb[], "
-                      "%b::varchar[], %b::text[], %b::timestamptz[], %b::int4[], %b::timestamptz[]) "
-                      "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id")
-    assert PLAIN.endswith("%b::timestamptz[])")
+    assert INSERT.statement == (
+        "INSERT INTO outbox (dedupe_key, kind, recipients, subject, text, created_at, attempts, next_attempt_at) "
+        "SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::jsonb[], %b::varchar[], %b::text[], "
+        "%b::timestamptz[], %b::int4[], %b::timestamptz[]) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id")
+    assert INSERT.columns == tuple(COLUMNS) and INSERT.json == {"recipients"}
+    assert PLAIN.statement.endswith("%b::timestamptz[])")
 
 
 def test_given_rows_then_one_statement_inserts_them_and_counts_what_it_returned(pg_db: Engine) -> None:
     # given one key already there
     with Session(pg_db) as session:
-        insert_arrays(session, INSERT, list(COLUMNS), [message("k1")], json=("recipients",), returning=True)
+        insert_arrays(session, INSERT, [message("k1")], returning=True)
         session.commit()
     # when three rows come, one of them that key
     with Session(pg_db) as session:
-        added = insert_arrays(session, INSERT, list(COLUMNS), [message("k1"), message("k2"), message("k3")],
-                              json=("recipients",), returning=True)
+        added = insert_arrays(session, INSERT, [message("k1"), message("k2"), message("k3")], returning=True)
         session.commit()
     # then two were added, with their JSON as JSON
     assert added == 2 and keys(pg_db) == ["k1", "k2", "k3"]
@@ -61,10 +61,8 @@ def test_given_a_pipeline_then_both_statements_land_in_the_same_transaction(pg_d
     # when two inserts share a pipeline, the first not fetched
     with Session(pg_db) as session:
         with pipeline(session):
-            assert insert_arrays(session, PLAIN, list(COLUMNS), [message("a1"), message("a2")],
-                                 json=("recipients",)) == 2
-            assert insert_arrays(session, INSERT, list(COLUMNS), [message("b1")], json=("recipients",),
-                                 returning=True) == 1
+            assert insert_arrays(session, PLAIN, [message("a1"), message("a2")]) == 2
+            assert insert_arrays(session, INSERT, [message("b1")], returning=True) == 1
         # then nothing is visible before the commit, everything after
         assert keys(pg_db) == []
         session.commit()
@@ -75,8 +73,8 @@ def test_given_a_failing_statement_in_a_pipeline_then_it_raises_and_nothing_of_t
         pg_db: Engine) -> None:
     # given a key longer than the column allows in the first, unfetched statement
     with Session(pg_db) as session, pytest.raises(psycopg.errors.StringDataRightTruncation), pipeline(session):
-        insert_arrays(session, PLAIN, list(COLUMNS), [message("ok"), message("x" * 400)], json=("recipients",))
-        insert_arrays(session, INSERT, list(COLUMNS), [message("later")], json=("recipients",), returning=True)
+        insert_arrays(session, PLAIN, [message("ok"), message("x" * 400)])
+        insert_arrays(session, INSERT, [message("later")], returning=True)
     # then neither statement left a row
     assert keys(pg_db) == []
 
