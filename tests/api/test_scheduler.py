@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -330,3 +331,28 @@ def test_funnel_serve_runs_the_ticker_beside_the_api_unless_told_not_to(
     result = runner.invoke(app, ["serve", *flag])
     assert result.exit_code == 0, result.output
     assert seen["served"] is True and (seen["ticker"] is not None) is embedded
+
+
+def test_given_a_tick_slower_than_its_interval_then_the_skipped_runs_are_not_logged_as_warnings(
+        funnel: Funnel, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    # given a tick that takes three of its 50 ms intervals
+    timers = FakeTimers(due=[clock.now])
+    calls: list[float] = []
+
+    def slow_tick(funnel: Funnel, *, now: datetime, worker_id: str) -> int:
+        calls.append(time.monotonic())
+        time.sleep(0.15)
+        return 0
+
+    ticker = Ticker(funnel, settings(funnel), worker_id="test:1", tick=slow_tick, next_due=timers.next_due, smtp=None)
+    # when it runs for a while
+    with caplog.at_level(logging.WARNING, logger="apscheduler"), background.running(ticker):
+        deadline = time.monotonic() + 10
+        while len(calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    # then runs were skipped (by design: one tick at a time) without a warning per skip
+    assert len(calls) >= 3
+    assert not [r for r in caplog.records if "maximum number of running instances" in r.getMessage()]
+    # and APScheduler's other warnings still pass
+    logging.getLogger("apscheduler.scheduler").warning("some other trouble")
+    assert "some other trouble" in caplog.text
