@@ -203,13 +203,13 @@ class Ticker:
             now = self.funnel.clock()
             if self.next_due is not None and not busy:
                 due = self.next_due(self.funnel.engine)
-                if due is not None and due > now:
+                if due is None:
+                    break
+                if due > now:
                     pause = (due - now).total_seconds()
                     if time.monotonic() + pause > until or self.wait(pause):
                         break  # beyond this job's interval, or stopping
                     continue  # ask again: the clock may not have reached it yet, or another worker took it
-                if due is None:
-                    break
             rounds += 1
             count = fired_count(self.tick(self.funnel, now=now, worker_id=self.worker_id, **self._tick_extra))
             fired += count

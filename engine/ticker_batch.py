@@ -236,8 +236,8 @@ class _Batch:
                 if row.task_uuid in wanted:
                     self.tasks.setdefault((row.instance_id, row.task_uuid), row)
         # this process's copy of the people tables, if still current (the stamp came with the clocks)
-        stamp = next(iter(self.clocks.values())).people_stamp if self.clocks else None
-        self.people = Directory(self.session, people_as_of(self.session, stamp) if self.clocks else None)
+        first = next(iter(self.clocks.values()), None)
+        self.people = Directory(self.session, people_as_of(self.session, first.people_stamp) if first else None)
 
     def decide(self, due: Row[Any]) -> None:
         """Fire, move or drop one taken row; a row whose decision raises is put back and reported."""

@@ -50,9 +50,7 @@ def insert_arrays(session: Session, insert: ArrayInsert, rows: Sequence[Mapping[
 
     arrays = [[Jsonb(r[c]) if r[c] is not None else None for r in rows] if c in insert.json else [r[c] for r in rows]
               for c in insert.columns]
-    driver = session.connection().connection.driver_connection
-    assert driver is not None
-    with driver.cursor() as cursor:
+    with _driver(session).cursor() as cursor:
         cursor.execute(insert.statement, arrays)
         return len(cursor.fetchall()) if returning else len(rows)
 
@@ -63,7 +61,12 @@ def pipeline(session: Session) -> Iterator[None]:
     if session.get_bind().dialect.name != "postgresql":
         yield
         return
+    with _driver(session).pipeline():
+        yield
+
+
+def _driver(session: Session) -> Any:
+    """The psycopg connection under the session's (its transaction already begun by SQLAlchemy)."""
     driver = session.connection().connection.driver_connection
     assert driver is not None
-    with driver.pipeline():
-        yield
+    return driver
