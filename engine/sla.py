@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col
 
@@ -289,26 +287,6 @@ def entries_of(session: Session, clock_ids: Iterable[int]) -> dict[int, list[led
                                                            {"b_ids": ids}):
         out[clock_id].append(ledger.Entry(kind, at, cycle, _target(seconds)))
     return out
-
-
-def ledger_arrays(clock_id: Any) -> Any:
-    """PostgreSQL: the ledger of the clock `clock_id` (a column of the enclosing statement) as four arrays in the
-    order it was written, a LATERAL subquery: a statement that reads clocks brings their ledgers along (see
-    `entries_of_arrays`) instead of a second round trip for `entries_of`."""
-    def ordered(column: Any, name: str) -> Any:
-        return postgresql.array_agg(aggregate_order_by(column, _EVENT.c.id)).label(name)
-    e = _EVENT.c
-    return (sa.select(ordered(e.kind, "e_kinds"), ordered(e.at, "e_ats"), ordered(e.cycle, "e_cycles"),
-                      ordered(e.target_seconds, "e_targets"))
-            .where(e.clock_id == clock_id).lateral("ledger"))
-
-
-def entries_of_arrays(row: Any) -> list[ledger.Entry]:
-    """The ledger a `ledger_arrays` column set brought (empty for a clock without entries)."""
-    if not row.e_kinds:
-        return []
-    return [ledger.Entry(kind, at, cycle, _target(seconds))
-            for kind, at, cycle, seconds in zip(row.e_kinds, row.e_ats, row.e_cycles, row.e_targets, strict=True)]
 
 
 def _target(seconds: float | None) -> timedelta | None:

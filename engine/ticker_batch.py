@@ -4,13 +4,9 @@
    free rows) RETURNING ...` claims and takes the rows together (on PostgreSQL the row choice is
    `FOR UPDATE SKIP LOCKED`, so the batch never waits on a row a concurrent change of that clock is rewriting:
    such a row is left for the next pass);
-2. the clocks (with their instances and customers' names), ledgers and tasks of the whole batch are read, and the
-   people from this process's copy of them (engine.directory; the people stamp that checks it is current comes as
-   a column of the clocks' query). On SQLite that is one query each after the claim. On PostgreSQL the claim and
-   all of these are one statement (`WITH taken AS (the claim) SELECT ..`, the task and the ledger as LATERAL
-   subqueries): three round trips less a pass, 0.6-1.5 ms of a 12-14 ms tick of 28 levels (bench.profile_tick),
-   where every round trip costs 0.3-0.6 ms while the machine is busy. SQLite keeps the separate queries: they
-   cost no round trip there, and its planner, without statistics, chose badly for a joined task before (_TASKS);
+2. the clocks (with their instances and customers' names), ledgers and tasks of the whole batch are read in one
+   query each, and the people from this process's copy of them (engine.directory; the people stamp that checks it
+   is current comes as a column of the clocks' query);
 3. each row is decided in Python exactly as the one-by-one path decides it (engine.sla_ledger is pure): fire it
    (audit entry and e-mails), move it to its real due time, or drop it (clock stopped, instance ended);
 4. the audit entries and the outbox rows are inserted with one statement each (the outbox keeps its
@@ -29,7 +25,7 @@ than leased for a minute.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,15 +36,15 @@ from sqlmodel import Session
 
 from engine import sla_ledger as ledger
 from engine.calendar import BusinessCalendar, format_business
-from engine.db import among
+from engine.db import among, among_param
 from engine.definitions import LoadedDefinition
 from engine.directory import STAMP, Directory, people_as_of
 from engine.instances import RUNNING, Funnel
 from engine.models import AuditEvent, HumanTask, Instance
 from engine.models.customers import Customer
-from engine.models.sla import SlaClock, SlaDue, task_of, task_of_clock
+from engine.models.sla import SlaClock, SlaDue, task_of
 from engine.models.types import pack
-from engine.sla import entries_of, entries_of_arrays, ledger_arrays
+from engine.sla import entries_of
 from engine.sla_mail import escalation_mails, item_of
 from engine.sla_policy import Calendars, Level
 from notifications.bulk import array_insert, insert_arrays, pipeline
@@ -67,30 +63,15 @@ _AUDIT = AuditEvent.__table__  # type: ignore[attr-defined]
 _CUSTOMER = Customer.__table__  # type: ignore[attr-defined]
 
 
-_CLOCK_COLUMNS = ("instance_id", "key", "name", "title", "calendar", "warning_ratio")
-_INSTANCE_COLUMNS = ("workflow", "definition_version_id", "stage", "status", "assignee", "customer_id", "customer_tier",
-                     "data", "row_version")
-
-
-def _clock_columns() -> list[Any]:
-    """What a decision reads of a clock: its own columns (its id as `clock_id`), its instance's, its customer's name
-    and the people stamp (engine.directory)."""
-    c, i = _CLOCK.c, _INSTANCE.c
-    return [c.id.label("clock_id"), *(c[name] for name in _CLOCK_COLUMNS), *(i[name] for name in _INSTANCE_COLUMNS),
-            _CUSTOMER.c.name.label("customer_name"), STAMP.label("people_stamp")]
-
-
-def _with_instance(clocks: Any) -> Any:
-    """`clocks` joined to their instances and (outer) their customers."""
-    i, named = _INSTANCE.c, _CUSTOMER.c
-    return clocks.join(_INSTANCE, i.id == _CLOCK.c.instance_id).outerjoin(_CUSTOMER, named.id == i.customer_id)
-
-
-def _clocks() -> Any:
-    """SQLite: each clock (`b_ids`) with its instance, its customer's name and the people stamp: one statement, not
-    four."""
-    return (sa.select(*_clock_columns()).select_from(_with_instance(_CLOCK))
-            .where(_CLOCK.c.id.in_(sa.bindparam("b_ids", expanding=True))))
+def _clocks(postgres: bool) -> Any:
+    """Each clock (`b_ids`) with its instance, its customer's name and the people stamp (engine.directory): one
+    statement, not four."""
+    c, i, named = _CLOCK.c, _INSTANCE.c, _CUSTOMER.c
+    return (sa.select(c.id, c.instance_id, c.key, c.name, c.title, c.calendar, c.warning_ratio, i.workflow,
+                      i.definition_version_id, i.stage, i.status, i.assignee, i.customer_id, i.customer_tier, i.data,
+                      i.row_version, named.name.label("customer_name"), STAMP.label("people_stamp"))
+            .select_from(_CLOCK.join(_INSTANCE, i.id == c.instance_id).outerjoin(_CUSTOMER, named.id == i.customer_id))
+            .where(among_param(c.id, "b_ids", postgres=postgres)))
 
 
 # PostgreSQL: the audit entries as column arrays (notifications.bulk), `changes` packed as PackedJSON stores it
@@ -99,13 +80,13 @@ _AUDIT_ARRAYS = array_insert("audit_event", {
     "to_stage": "varchar", "row_version": "int4", "reason": "text", "changes": "bytea"})
 
 _T = _TASK.c
-# Built once; PostgreSQL reads through _TAKE_AND_READ (below) instead
-_CLOCKS = _clocks()
-# SQLite: the tasks of the instances `b_ids`, the clocks' tasks picked from them in Python: given both IN lists and
-# an ORDER BY, SQLite (no statistics) chose to walk the task_uuid index or the whole table (66 ms per 500 levels at
+# Built once, by dialect (PostgreSQL?)
+_CLOCKS = {pg: _clocks(pg) for pg in (False, True)}
+# The tasks of the instances `b_ids`, the clocks' tasks picked from them in Python: given both IN lists and an
+# ORDER BY, SQLite (no statistics) chose to walk the task_uuid index or the whole table (66 ms per 500 levels at
 # 100k instances)
-_TASKS = (sa.select(_T.id, _T.instance_id, _T.task_uuid, _T.status, _T.assignee, _T.team)
-          .where(_T.instance_id.in_(sa.bindparam("b_ids", expanding=True))))
+_TASKS = {pg: sa.select(_T.id, _T.instance_id, _T.task_uuid, _T.status, _T.assignee, _T.team)
+          .where(among_param(_T.instance_id, "b_ids", postgres=pg)) for pg in (False, True)}
 
 
 @dataclass
@@ -195,46 +176,9 @@ def claim_due(session: Session, *, now: datetime, worker: str, batch: int, exclu
     `exclude`, and with `fire` mark them fired as well; them in firing order (due time, then id). Only rows this
     statement took come back, never an earlier claim. The caller's transaction commits it."""
     postgres = session.get_bind().dialect.name == "postgresql"
-    params = _claim_params(now=now, worker=worker, batch=batch, exclude=exclude)
-    return _in_firing_order(session.execute(_CLAIMING[(postgres, fire)], params))
-
-
-def _claim_params(*, now: datetime, worker: str, batch: int, exclude: Collection[int]) -> dict[str, Any]:
-    return {"b_now": now, "b_lease": now + LEASE, "b_worker": worker, "b_batch": batch,
-            "b_exclude": sorted(exclude) or [-1]}
-
-
-def _in_firing_order(rows: Iterable[Row[Any]]) -> list[Row[Any]]:
-    return sorted(rows, key=lambda row: (row.due_at, row.id))
-
-
-def _taking_and_reading() -> Any:
-    """PostgreSQL: the claim and everything the decisions read, one statement (three round trips less a pass):
-    `WITH taken AS (the claim, UPDATE .. RETURNING) SELECT` each taken row with its clock's columns (as `_clocks`),
-    its clock's task (the first by id, a LATERAL subquery) and its clock's ledger (engine.sla.ledger_arrays)."""
-    taken = _claiming(postgres=True, fire=True).cte("taken")
-    t = _TASK.alias("t")
-    task = (sa.select(t.c.id.label("task_id"), t.c.status.label("task_status"), t.c.assignee.label("task_assignee"),
-                      t.c.team.label("task_team"))
-            .where(t.c.instance_id == _CLOCK.c.instance_id, t.c.task_uuid == task_of_clock())
-            .order_by(t.c.id).limit(1).lateral("task"))
-    ledger_of = ledger_arrays(_CLOCK.c.id)
-    source = (_with_instance(taken.join(_CLOCK, _CLOCK.c.id == taken.c.clock_id))
-              .outerjoin(task, sa.true()).outerjoin(ledger_of, sa.true()))
-    return sa.select(taken.c.id, taken.c.cycle, taken.c.level, taken.c.due_at, *_clock_columns(), task,
-                     ledger_of).select_from(source)
-
-
-_TAKE_AND_READ = _taking_and_reading()
-
-
-@dataclass(frozen=True, slots=True)
-class _Task:
-    """What a decision reads of a clock's task."""
-
-    status: str
-    assignee: str | None
-    team: str | None
+    params = {"b_now": now, "b_lease": now + LEASE, "b_worker": worker, "b_batch": batch,
+              "b_exclude": sorted(exclude) or [-1]}
+    return sorted(session.execute(_CLAIMING[(postgres, fire)], params), key=lambda row: (row.due_at, row.id))
 
 
 def fire_batch(funnel: Funnel, *, now: datetime, worker: str, batch: int, exclude: Collection[int],
@@ -244,6 +188,7 @@ def fire_batch(funnel: Funnel, *, now: datetime, worker: str, batch: int, exclud
         run = _Batch(funnel, session, now=now, calendars=calendars, base_url=base_url)
         taken = run.take(worker, batch, exclude)
         if taken:
+            run.load(taken)
             for due in taken:
                 run.decide(due)
             run.write()
@@ -263,7 +208,7 @@ class _Batch:
         self.people: Directory | None = None  # read in load(): a pass that took nothing reads no people
         self.clocks: dict[int, Row[Any]] = {}
         self.entries: dict[int, list[ledger.Entry]] = {}
-        self.tasks: dict[tuple[int, str], _Task] = {}
+        self.tasks: dict[tuple[int, str], Row[Any]] = {}
         self.definitions: dict[int, LoadedDefinition] = {}
         self.audit: list[dict[str, Any]] = []
         self.mails: list[dict[str, Any]] = []
@@ -272,40 +217,27 @@ class _Batch:
         self.put_back: list[int] = []
 
     def take(self, worker: str, batch: int, exclude: Collection[int]) -> list[Row[Any]]:
-        """Claim the due rows and mark them fired, and read what their decisions need; them in firing order (due
-        time, then id). PostgreSQL: one statement for all of it; SQLite: the claim, then `_read` (see _TASKS)."""
-        if self.dialect.name == "postgresql":
-            params = _claim_params(now=self.now, worker=worker, batch=batch, exclude=exclude)
-            rows = _in_firing_order(self.session.execute(_TAKE_AND_READ, params))
-            for row in rows:  # each row is also its clock's row (clock_id, instance columns ...)
-                if row.clock_id not in self.clocks:
-                    self.clocks[row.clock_id] = row
-                    self.entries[row.clock_id] = entries_of_arrays(row)
-                    uuid = task_of(row.key, row.name)
-                    if row.task_id is not None and uuid is not None:
-                        self.tasks[(row.instance_id, uuid)] = _Task(row.task_status, row.task_assignee, row.task_team)
-        else:
-            rows = claim_due(self.session, now=self.now, worker=worker, batch=batch, exclude=exclude, fire=True)
-            if rows:
-                self._read(rows)
+        """Claim the due rows and mark them fired, in one statement; them in firing order (due time, then id)."""
+        rows = claim_due(self.session, now=self.now, worker=worker, batch=batch, exclude=exclude, fire=True)
         self.outcome.taken = len(rows)
-        if rows:  # this process's copy of the people tables, if still current (the stamp came with the clocks)
-            stamp = next(iter(self.clocks.values())).people_stamp
-            self.people = Directory(self.session, people_as_of(self.session, stamp))
         return rows
 
-    def _read(self, taken: Sequence[Row[Any]]) -> None:
-        """SQLite: everything the decisions read, a few queries for the whole batch."""
+    def load(self, taken: Sequence[Row[Any]]) -> None:
+        """Everything the decisions read, a few queries for the whole batch."""
         clock_ids = sorted({d.clock_id for d in taken})
-        self.clocks = {row.clock_id: row for row in self.session.execute(_CLOCKS, {"b_ids": clock_ids})}
+        pg = self.dialect.name == "postgresql"
+        self.clocks = {row.id: row for row in self.session.execute(_CLOCKS[pg], {"b_ids": clock_ids})}
         instance_ids = sorted({row.instance_id for row in self.clocks.values()})
         self.entries = entries_of(self.session, clock_ids)
         uuids = sorted({uuid for row in self.clocks.values() if (uuid := task_of(row.key, row.name))})
         if uuids:
             wanted = set(uuids)
-            for row in sorted(self.session.execute(_TASKS, {"b_ids": instance_ids}), key=lambda r: r.id):
+            for row in sorted(self.session.execute(_TASKS[pg], {"b_ids": instance_ids}), key=lambda r: r.id):
                 if row.task_uuid in wanted:
-                    self.tasks.setdefault((row.instance_id, row.task_uuid), _Task(row.status, row.assignee, row.team))
+                    self.tasks.setdefault((row.instance_id, row.task_uuid), row)
+        # this process's copy of the people tables, if still current (the stamp came with the clocks)
+        first = next(iter(self.clocks.values()), None)
+        self.people = Directory(self.session, people_as_of(self.session, first.people_stamp) if first else None)
 
     def decide(self, due: Row[Any]) -> None:
         """Fire, move or drop one taken row; a row whose decision raises is put back and reported."""
@@ -322,7 +254,7 @@ class _Batch:
         clock = self.clocks[due.clock_id]  # with its instance's columns (instance_id, status, data ...)
         definition = self._definition(clock.definition_version_id)
         calendar = self.calendars.get(clock.calendar)
-        verdict = judge(definition, due, status=clock.status, calendar=calendar, entries=self.entries[clock.clock_id],
+        verdict = judge(definition, due, status=clock.status, calendar=calendar, entries=self.entries[clock.id],
                         warning=clock.warning_ratio, now=self.now)
         if verdict.level is None:
             if verdict.move_to is not None:
@@ -343,12 +275,12 @@ class _Batch:
             customer = str(data["customer_name"]) if data.get("customer_name") else clock.customer_name
             about = item_of(data, instance_id=instance_id, workflow=clock.workflow, stage=clock.stage,
                             customer=customer, title=definition.meta.title, base_url=self.base_url)
-            mails = escalation_mails(clock_id=clock.clock_id, clock_title=clock.title, level=level, figures=figures,
+            mails = escalation_mails(clock_id=clock.id, clock_title=clock.title, level=level, figures=figures,
                                      deadline=deadline, recipients=recipients, item=about,
                                      customer={"name": customer, "tier": clock.customer_tier},
                                      instance_id=instance_id, now=self.now)
         self.audit.append(level_audit(
-            instance_id=instance_id, stage=clock.stage, row_version=clock.row_version, clock_id=clock.clock_id,
+            instance_id=instance_id, stage=clock.stage, row_version=clock.row_version, clock_id=clock.id,
             clock_name=clock.name, clock_title=clock.title, level=level, figures=figures, deadline=deadline,
             recipients=recipients, unreachable=unreachable, now=self.now))
         self.mails += mails
