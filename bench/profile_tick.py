@@ -112,14 +112,14 @@ class Profile:
     fired: int = 0
     emails: int = 0
     clock: StatementClock = field(default_factory=StatementClock)
-    python: pstats.Stats | None = None
+    python: cProfile.Profile | None = None  # with --cprofile: the Python of the ticks
 
 
 def profile(url: str, *, levels: int, ticks: int, instances: int, deadlines: int, cprofile: bool = False) -> Profile:
     """Seed `url`, then `ticks` times schedule `levels` levels due now and time the tick that fires them."""
     seeder = seed(url, instances=instances, deadlines=deadlines)
     out = Profile()
-    profiler = cProfile.Profile() if cprofile else None
+    profiler = out.python = cProfile.Profile() if cprofile else None
     try:
         with out.clock.listening(seeder.engine) as clock:
             for _ in range(ticks):
@@ -138,8 +138,6 @@ def profile(url: str, *, levels: int, ticks: int, instances: int, deadlines: int
                 out.fired, out.emails = out.fired + result.total, out.emails + result.emails
     finally:
         seeder.close()
-    if profiler:
-        out.python = pstats.Stats(profiler, stream=io.StringIO())
     return out
 
 
@@ -161,8 +159,7 @@ def report(found: Profile, *, kind: str, levels: int, sort: str = "tottime") -> 
         lines.append(f"{'(waits for the server, all)':<28} {waits}")
     if found.python is not None:
         out = io.StringIO()
-        found.python.stream = out  # type: ignore[attr-defined]
-        found.python.sort_stats(sort).print_stats(40)
+        pstats.Stats(found.python, stream=out).sort_stats(sort).print_stats(40)
         lines.append(out.getvalue())
     return "\n".join(lines)
 
