@@ -1,4 +1,5 @@
-"""bench.timers.settle: lateness is the earlier of two upper bounds on a row's commit, never less than either allows."""
+"""bench.timers: lateness is the earlier of two upper bounds on a row's commit, never less than either allows
+(settle), and of several steady rounds the median one stands for a mode, with every round's losses counted."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench.timers import Phase, settle
+from bench.timers import Phase, Sizes, details, median_round, rows_for, settle, steady_rounds
 
 DUE_US = 1_000_000_000  # a due instant, in microseconds since the epoch (1,000 s)
 
@@ -73,3 +74,63 @@ def test_given_rows_whose_tick_left_no_end_when_settled_then_the_observer_alone_
     # then
     assert _late(phase) == {"a": 20.0, "b": 25.0}
     assert phase.untimed == 2
+
+
+# ---------------------------------------------------------------- rounds
+
+
+def _steady(name: str, p99_ms: float, *, lost: int = 0, duplicated: int = 0) -> Phase:
+    """A measured phase of 100 rows, 99 of them 1 ms late and one `p99_ms` late (so its p99 is about that)."""
+    phase = Phase(name, 100, lost=lost, duplicated=duplicated)
+    phase.lateness_ms = [1.0] * 98 + [float(p99_ms)] * 2
+    return phase
+
+
+def _burst(name: str) -> Phase:
+    phase = Phase(name, 10)
+    phase.lateness_ms = [100.0] * 10
+    return phase
+
+
+def test_given_rounds_out_of_order_when_listed_then_they_come_in_round_order_and_only_that_modes() -> None:
+    # given
+    phases = {"ours steady #2": _steady("b", 2), "floor steady #1": _steady("f", 9), "ours steady #10": _steady("c", 3),
+              "ours steady #1": _steady("a", 1), "ours burst": _burst("x")}
+
+    # when / then
+    assert [p.name for p in steady_rounds(phases, "ours")] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(("p99s", "chosen"), [([30, 10, 20], 20), ([5], 5), ([40, 10], 10), ([9, 1, 7, 3], 3)])
+def test_given_rounds_when_the_median_is_taken_then_the_middle_p99_or_the_lower_middle_one_stands(
+        p99s: list[float], chosen: float) -> None:
+    # given
+    rounds = [_steady(f"r{k}", p) for k, p in enumerate(p99s)]
+
+    # when
+    median = median_round(rounds)
+
+    # then
+    assert median.lateness_ms[-1] == chosen
+
+
+def test_given_three_rounds_each_when_rows_are_made_then_the_median_rounds_compare_and_every_loss_is_summed() -> None:
+    # given: a noisy neighbour spoiled ours in round 2 and the floor in round 3; one row lost in round 3
+    phases = {"floor steady #1": _steady("f1", 4), "ours steady #1": _steady("o1", 12),
+              "ours steady #2": _steady("o2", 90), "floor steady #2": _steady("f2", 5),
+              "floor steady #3": _steady("f3", 60, duplicated=2), "ours steady #3": _steady("o3", 14, lost=1),
+              "floor burst": _burst("fb"), "ours burst": _burst("ob")}
+    info = {"processes": 2}
+
+    # when
+    steady, burst = rows_for("postgresql", phases, info, Sizes.of(quick=True))
+
+    # then: the median rounds (14 ms against 5 ms) stand; no round's loss or duplicate is hidden
+    assert (steady.ours, steady.baseline) == (pytest.approx(14.0), pytest.approx(5.0))
+    assert steady.extra["ours"]["lost"] == 1
+    assert [(r["ours_p99_ms"], r["floor_p99_ms"]) for r in steady.extra["rounds"]] == [(12, 4), (90, 5), (14, 60)]
+    assert steady.extra["all_rounds"] == {"lost": 1, "duplicated": 0, "floor_lost": 0, "floor_duplicated": 2}
+    assert burst.scenario == "timers, postgresql: burst 5k queued"
+    text = details([steady])
+    assert "#1 12.0/4.0, #2 90.0/5.0, #3 14.0/60.0" in text
+    assert "ours lost=1 dup=0, floor lost=0 dup=2" in text
