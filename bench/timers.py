@@ -216,8 +216,9 @@ class FloorTicker:
         fired = 0
         while True:
             d = self.due.c
-            pick = (sa.select(d.id).where(d.fired_at.is_(None), d.due_at <= now).order_by(d.due_at, d.id)
-                    .limit(FLOOR_BATCH))
+            # the same pick as engine.ticker_batch's claim: due time order only, the batch size in the SQL
+            pick = (sa.select(d.id).where(d.fired_at.is_(None), d.due_at <= now).order_by(d.due_at)
+                    .limit(sa.literal_column(str(FLOOR_BATCH))))
             if self.pg:
                 pick = pick.with_for_update(skip_locked=True)
             with self.engine.begin() as conn:
