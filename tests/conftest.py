@@ -69,6 +69,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def twin_db_url(db_url: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A second brand-new database of `db_url`'s kind, for tests that compare two databases."""
+    if db_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'twin.sqlite3'}"
+        return
+    with _pg_schema(request.getfixturevalue("pg_admin")) as url:
+        yield url
+
+
+@pytest.fixture
 def pg_url(pg_admin: sa.Engine) -> Iterator[str]:
     """A brand-new empty private schema in the PostgreSQL test database, for what only PostgreSQL has (fails,
     never skips, when the server is down)."""

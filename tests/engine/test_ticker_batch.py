@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +26,7 @@ import engine.ticker
 import engine.ticker_batch
 from engine.bootstrap import open_funnel
 from engine.instances import Funnel
-from engine.models import AuditEvent
+from engine.models import AuditEvent, HumanTask
 from engine.models.sla import SlaClock, SlaDue
 from engine.ticker import LEASE, TickResult, next_due, tick
 from tests.conftest import FakeClock, make_settings
@@ -70,6 +69,13 @@ def failed_id(failure: str) -> int:
 def set_due(funnel: Funnel, due_id: int, **values: Any) -> None:
     with Session(funnel.engine) as session:
         session.execute(sa.update(SlaDue).where(col(SlaDue.id) == due_id).values(**values))
+        session.commit()
+
+
+def set_task(funnel: Funnel, instance_id: int, name: str, **values: Any) -> None:
+    with Session(funnel.engine) as session:
+        session.execute(sa.update(HumanTask).where(col(HumanTask.instance_id) == instance_id,
+                                                   col(HumanTask.name) == name).values(**values))
         session.commit()
 
 
@@ -153,16 +159,16 @@ def test_given_more_due_than_a_batch_then_one_tick_takes_pass_after_pass_until_o
     assert all(d.fired_at == wed(9) for d in all_due(funnel.engine) if d.id in {x.id for x in due})
 
 
-def twin_desks(tmp_path: Path, fill: Callable[[Funnel], None]) -> tuple[Funnel, Funnel]:
-    """Two identical SQLite databases (the desk roster, then `fill`), Monday 09:00: one to fire in batches, one
-    row by row."""
-    def desk(name: str) -> Funnel:
-        funnel = open_funnel(make_settings(f"sqlite:///{tmp_path / name}"), clock=FakeClock(MONDAY_9AM))
+def twin_desks(urls: tuple[str, str], fill: Callable[[Funnel], None]) -> tuple[Funnel, Funnel]:
+    """Two identical databases (the desk roster, then `fill`), Monday 09:00: one to fire in batches, one row by
+    row."""
+    def desk(url: str) -> Funnel:
+        funnel = open_funnel(make_settings(url), clock=FakeClock(MONDAY_9AM))
         desk_roster(funnel.engine)
         fill(funnel)
         return funnel
 
-    return desk("batched.sqlite3"), desk("one_by_one.sqlite3")
+    return desk(urls[0]), desk(urls[1])
 
 
 def tick_both(batched: Funnel, one_by_one: Funnel, monkeypatch: pytest.MonkeyPatch) -> tuple[TickResult, TickResult]:
@@ -175,20 +181,32 @@ def tick_both(batched: Funnel, one_by_one: Funnel, monkeypatch: pytest.MonkeyPat
 
 
 def test_given_the_same_busy_desk_then_a_batch_writes_exactly_what_firing_row_by_row_writes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, twin_db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given two identical databases: tickets of every tier, routing slips (per-task clocks, chase timers),
-    # one level due too early (it must move to its real time) and one the policy no longer knows (dropped)
+    # given two identical databases: tickets of every tier (two of them paused a while), routing slips (per-task
+    # clocks, chase timers), one level due too early (it must move to its real time) and one the policy no longer
+    # knows (dropped)
     def busy_desk(funnel: Funnel) -> None:
-        for tier, priority in [("A", "urgent"), ("B", "high"), ("C", "high"), ("A", "normal")] * 3:
-            ticket(funnel, tier=tier, priority=priority)
-        for departments in (["Sales", "Quality"], ["Logistics"]):
-            start_slip(funnel, departments, actor="desk1")
+        tickets = [ticket(funnel, tier=tier, priority=priority)
+                   for tier, priority in [("A", "urgent"), ("B", "high"), ("C", "high"), ("A", "normal")] * 3]
+        # two tickets wait on the customer for a while: their ledgers hold a pause and a resume
+        assert isinstance(funnel.clock, FakeClock)
+        funnel.clock.advance(hours=1)
+        for view in tickets[:2]:
+            funnel.set_waiting(view.id, waiting=True, actor="desk1", reason="Photos asked for")
+        funnel.clock.advance(hours=3)
+        for view in tickets[:2]:
+            funnel.set_waiting(view.id, waiting=False, actor="desk1", reason="Photos received")
+        slip = start_slip(funnel, ["Sales", "Quality"], actor="desk1")
+        start_slip(funnel, ["Logistics"], actor="desk1")
+        # the slip's per-task clocks name their tasks: one held by someone else, one waiting in a team's queue
+        set_task(funnel, slip.id, "Acknowledge and handle: Sales", assignee="desk2")
+        set_task(funnel, slip.id, "Acknowledge and handle: Quality", assignee=None, team="service_desk")
         later = [d for d in pending_due(funnel.engine) if d.due_at > wed(9)]
         set_due(funnel, later[0].id, due_at=wed(8))
         set_due(funnel, later[1].id, due_at=wed(8), level="retired")
 
-    batched, one_by_one = twin_desks(tmp_path, busy_desk)
+    batched, one_by_one = twin_desks((db_url, twin_db_url), busy_desk)
     # when one ticks with batches and the other row by row
     first, second = tick_both(batched, one_by_one, monkeypatch)
     # then both fired, moved and dropped the same, with the same audit entries and the same e-mails
@@ -380,7 +398,7 @@ def test_given_a_due_level_locked_by_a_concurrent_change_then_the_batch_skips_it
 
 
 def test_given_a_customer_named_only_in_the_customer_table_then_both_paths_name_it_in_the_escalation_mails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, twin_db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given two identical databases, each with an urgent ticket that names its customer by id only
     def ticket_of_a_customer(funnel: Funnel) -> None:
@@ -388,7 +406,7 @@ def test_given_a_customer_named_only_in_the_customer_table_then_both_paths_name_
         data = {k: v for k, v in INTAKE.items() if k != "customer_name"}
         start_ticket(funnel, data={**data, "priority": "urgent"}, customer_tier="A", customer_id=acme.id)
 
-    batched, one_by_one = twin_desks(tmp_path, ticket_of_a_customer)
+    batched, one_by_one = twin_desks((db_url, twin_db_url), ticket_of_a_customer)
     # when one fires its levels in a batch and the other row by row
     first, second = tick_both(batched, one_by_one, monkeypatch)
     assert sum(first.fired.values()) == sum(second.fired.values()) == 6
