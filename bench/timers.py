@@ -776,7 +776,7 @@ def details(rows: list[Row]) -> str:
         for mode in ("ours", "floor"):
             for st in r.extra.get(f"{mode}_tickers") or []:
                 calls = max(1, st["next_due_calls"])
-                lines.append(f"  {st['worker']} (whole run): {st['ticks']} ticks {st['tick_s']:.1f} s, "
+                lines.append(f"  {st['worker']} (round 1, burst included): {st['ticks']} ticks {st['tick_s']:.1f} s, "
                              f"{st['next_due_calls']} next_due {st['next_due_s']:.1f} s "
                              f"({st['next_due_s'] / calls * 1000:.1f} ms each), idle {st['idle_s']:.1f} s, "
                              f"fired {st['fired']}, skipped {st['skipped']}, failed {st['failed']}")
