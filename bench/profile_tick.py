@@ -3,7 +3,8 @@
 The timers scenario's steady phase has the ticker fire a few dozen levels a tick. This seeds a small database
 (bench.seed), then `--ticks` times schedules `--levels` escalation levels due now and times one engine.ticker.tick
 that fires them, with every statement it sends through SQLAlchemy timed (cursor events; the column-array inserts of
-notifications.bulk go to the driver directly and count as "rest", like the commit). `--cprofile` adds the Python
+notifications.bulk go to the driver directly and count as "rest", like the commit). On PostgreSQL every wait for
+the server is timed too, by what caused it (a statement, the commit, a pipeline's results). `--cprofile` adds the Python
 functions that took longest (their own time), summed over the ticks. Use it to size a change to the tick, A/B against
 another checkout: the machine's load moves these figures by 10-20%, so alternate runs.
 """
@@ -16,6 +17,7 @@ import io
 import pstats
 import re
 import statistics
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -24,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,6 +46,9 @@ class StatementClock:
         self.calls: dict[str, int] = defaultdict(int)
         self.waits = 0.0
         self.wait_calls = 0
+        # the waits by what caused them (wait_cause): a statement, the commit, a pipeline's sync ...
+        self.wait_seconds: dict[str, float] = defaultdict(float)
+        self.wait_counts: dict[str, int] = defaultdict(int)
         self._started: dict[int, float] = {}
 
     @contextmanager
@@ -70,8 +76,11 @@ class StatementClock:
                 return original(conn, *args, **kwargs)
             finally:
                 if self.armed:
-                    self.waits += time.perf_counter() - started
+                    spent, cause = time.perf_counter() - started, wait_cause(sys._getframe(1))
+                    self.waits += spent
                     self.wait_calls += 1
+                    self.wait_seconds[cause] += spent
+                    self.wait_counts[cause] += 1
 
         psycopg.Connection.wait = wait  # type: ignore[method-assign,assignment]
 
@@ -89,6 +98,23 @@ class StatementClock:
             name = statement_name(statement)
             self.seconds[name] += time.perf_counter() - started
             self.calls[name] += 1
+
+
+# psycopg's method that waited -> what the report calls it (the autocommit and isolation waits are local checks)
+_WAIT_CAUSES = {"execute": "statement", "executemany": "statement", "commit": "commit", "rollback": "rollback",
+                "_fetch_pipeline": "pipeline results", "__enter__": "pipeline start", "__exit__": "pipeline end",
+                "set_autocommit": "autocommit (local)", "set_isolation_level": "isolation (local)"}
+
+
+def wait_cause(frame: FrameType | None) -> str:
+    """What a psycopg wait was for: the name of the nearest psycopg method, among its callers, that it knows."""
+    for _ in range(8):
+        if frame is None:
+            break
+        if "psycopg" in frame.f_code.co_filename and frame.f_code.co_name in _WAIT_CAUSES:
+            return _WAIT_CAUSES[frame.f_code.co_name]
+        frame = frame.f_back
+    return "other"
 
 
 def statement_name(statement: str) -> str:
@@ -157,6 +183,8 @@ def report(found: Profile, *, kind: str, levels: int, sort: str = "tottime") -> 
     if clock.wait_calls:
         waits = f"{clock.wait_calls / n:>10.2f} {clock.waits / n * 1000:>8.3f}"
         lines.append(f"{'(waits for the server, all)':<28} {waits}")
+        for cause, seconds in sorted(clock.wait_seconds.items(), key=lambda kv: -kv[1]):
+            lines.append(f"{'  wait: ' + cause:<28} {clock.wait_counts[cause] / n:>10.2f} {seconds / n * 1000:>8.3f}")
     if found.python is not None:
         out = io.StringIO()
         pstats.Stats(found.python, stream=out).sort_stats(sort).print_stats(40)

@@ -16,6 +16,11 @@ def test_given_a_small_seeded_database_when_profiled_then_every_tick_fires_its_l
     postgres = db_url.startswith("postgresql")
     assert found.clock.calls["UPDATE sla_due"] == 3 and found.clock.seconds["UPDATE sla_due"] > 0
     assert (found.clock.wait_calls > 0) == postgres
+    # and on PostgreSQL the waits are told apart by cause: the statements and one commit a tick among them
+    if postgres:
+        assert found.clock.wait_counts["statement"] >= 3 * 3 and found.clock.wait_counts["commit"] == 3
+        assert sum(found.clock.wait_counts.values()) == found.clock.wait_calls
+        assert "wait: commit" in report(found, kind="test", levels=4)
     assert "12 fired" in report(found, kind="test", levels=4)
 
 
