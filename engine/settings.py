@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     workflows_dir: Path = Field(default=REPO_ROOT / "workflows", description="folder of *.bpmn / *.dmn")
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = Field(default=1, ge=1, le=64,
+                         description="processes `funnel serve` runs (one core each), each with a ticker beside it")
     definition_cache_size: int = Field(default=64, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="largest request body the API reads")
     workflow_cache_size: int = Field(default=512, ge=0, description="restored workflows kept in memory (0 = off)")
