@@ -107,6 +107,6 @@ def scheduler(
 def main() -> None:
     try:
         app()
-    except FunnelError as err:  # pragma: no cover - commands catch their own; this is the backstop
+    except FunnelError as err:  # commands catch their own; this is the backstop (e.g. a bad FUNNEL_* setting)
         typer.echo(f"error: {err.message}", err=True)
         sys.exit(2)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.errors import FunnelError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,6 +47,21 @@ class Settings(BaseSettings):
     delivery_seconds: float = Field(default=2.0, gt=0, le=3600, description="outbox delivery interval")
 
 
+class SettingsError(FunnelError):
+    """A FUNNEL_* setting (environment variable) that cannot be used: which one, what it holds, what it must be."""
+
+    code = "invalid_setting"
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; SettingsError (not pydantic's traceback) when one is unusable."""
+    try:
+        return Settings()
+    except ValidationError as err:
+        wrong = [f"{_env_name(e['loc'])}={e['input']!r}: {e['msg']}" for e in err.errors()]
+        raise SettingsError("invalid setting(s): " + "; ".join(wrong)) from None
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return "FUNNEL_" + "_".join(str(part) for part in loc).upper()
