@@ -7,6 +7,8 @@ engine.permissions, so the API and the CLI apply the same rules. /health and /me
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import FastAPI
@@ -29,6 +31,7 @@ a stale one gets 409 with `current_version`.
 
 
 SERVING_GC_THRESHOLDS = (20_000, 20, 20)
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def steady_gc() -> None:
@@ -45,8 +48,9 @@ def steady_gc() -> None:
     gc.set_threshold(*SERVING_GC_THRESHOLDS)
 
 
-def create_app(funnel: Funnel, *, max_body_bytes: int | None = None) -> FastAPI:
-    app = FastAPI(title="Funnel engine", version="0.1.0", description=DESCRIPTION)
+def create_app(funnel: Funnel, *, max_body_bytes: int | None = None, lifespan: Lifespan | None = None) -> FastAPI:
+    """The API on `funnel`; `lifespan` runs around serving (api.serving starts the worker's ticker in it)."""
+    app = FastAPI(title="Funnel engine", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.funnel = funnel
     app.state.metrics = Registry()
     errors.install(app)

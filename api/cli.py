@@ -48,11 +48,11 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
     demo: Annotated[bool, typer.Option(help="seed the demo data set if the database is empty")] = False,
     ticker: Annotated[bool, typer.Option(help="also run the ticker (timers, escalations, e-mail)")] = True,
+    workers: Annotated[int | None, typer.Option(min=1, max=64, help="worker processes (default FUNNEL_WORKERS, 1)")
+                       ] = None,
 ) -> None:
     """Run the HTTP service on the configured database with the shipped workflows loaded."""
-    import uvicorn
-
-    from api.app import create_app, steady_gc
+    from api import serving
     from engine import demo as demo_data
     from engine.bootstrap import open_funnel
 
@@ -74,12 +74,11 @@ def serve(
         typer.echo(f"demo admin token (shown once): {token}")
         typer.echo(f"  try: curl -H 'Authorization: Bearer {token}' http://{host or settings.host}:"
                    f"{port or settings.port}/api/instances")
-    typer.echo(f"listening on http://{bind_host}:{bind_port}  (API docs: http://{bind_host}:{bind_port}/docs)")
-    from api import scheduler as background  # the ticker runs beside the API unless --no-ticker
-
-    with background.running(background.Ticker(funnel, settings) if ticker else None):
-        steady_gc()
-        uvicorn.run(create_app(funnel), host=bind_host, port=bind_port, log_level="info")
+    processes = workers or settings.workers
+    typer.echo(f"listening on http://{bind_host}:{bind_port}  (API docs: http://{bind_host}:{bind_port}/docs)"
+               f"; {processes} worker process(es), {'each with a ticker' if ticker else 'no ticker'}")
+    funnel.engine.dispose()  # the workers open their own (api.serving); this one's work is done
+    serving.serve(host=bind_host, port=bind_port, workers=processes, ticker=ticker)
 
 
 @app.command()
@@ -108,6 +107,6 @@ def scheduler(
 def main() -> None:
     try:
         app()
-    except FunnelError as err:  # pragma: no cover - commands catch their own; this is the backstop
+    except FunnelError as err:  # commands catch their own; this is the backstop (e.g. a bad FUNNEL_* setting)
         typer.echo(f"error: {err.message}", err=True)
         sys.exit(2)

@@ -53,8 +53,9 @@ HOST = "127.0.0.1"
 CONNECTIONS = 8  # concurrent keep-alive connections (lanes) of the load generator
 WORKFLOW = "sales_funnel"
 LOGIN = "bench"
-# one uvicorn process (httptools + uvloop, pinned in pyproject), no access log; both apps alike
-UVICORN_OPTIONS: dict[str, Any] = {"log_level": "warning", "access_log": False, "workers": 1}
+WORKERS = 1  # uvicorn worker processes per app (--workers); `funnel serve`'s default (FUNNEL_WORKERS)
+# httptools + uvloop (pinned in pyproject), no access log; both apps alike
+UVICORN_OPTIONS: dict[str, Any] = {"log_level": "warning", "access_log": False}
 
 
 @dataclass(frozen=True)
@@ -86,28 +87,17 @@ class Measured:
 # ---------------------------------------------------------------- the server process
 
 
-def serve(app_name: str, port: int, *, ticker: bool) -> None:
-    """Run one app under uvicorn in this process until SIGINT/SIGTERM (the entry of the server subprocess)."""
-    import uvicorn
-
+def serve(app_name: str, port: int, *, ticker: bool, workers: int) -> None:
+    """Run one app under uvicorn (`workers` processes) until SIGINT/SIGTERM (the entry of the server subprocess)."""
     if app_name == "trivial":
-        from api.app import steady_gc
-        from bench.trivial_app import app
+        import uvicorn
 
-        steady_gc()  # served exactly like ours
-        uvicorn.run(app, host=HOST, port=port, **UVICORN_OPTIONS)
+        # its lifespan tunes the GC as api.serving's does: served exactly like ours
+        uvicorn.run("bench.trivial_app:app", host=HOST, port=port, workers=workers, **UVICORN_OPTIONS)
         return
-    # what `funnel serve` does (api.cli.serve), with the access log off like the baseline's
-    from api import scheduler as background
-    from api.app import create_app, steady_gc
-    from engine.bootstrap import open_funnel
-    from engine.settings import get_settings
+    from api import serving  # what `funnel serve` runs after its set-up (done by Instances, in the bench process)
 
-    settings = get_settings()
-    funnel = open_funnel(settings)
-    with background.running(background.Ticker(funnel, settings) if ticker else None):
-        steady_gc()
-        uvicorn.run(create_app(funnel), host=HOST, port=port, **UVICORN_OPTIONS)
+    serving.serve(host=HOST, port=port, workers=workers, ticker=ticker, **UVICORN_OPTIONS)
 
 
 def free_port() -> int:
@@ -130,12 +120,13 @@ def _answers(port: int) -> bool:
 
 
 @contextmanager
-def server(app_name: str, database_url: str, workdir: Path, *, ticker: bool) -> Iterator[int]:
+def server(app_name: str, database_url: str, workdir: Path, *, ticker: bool, workers: int = WORKERS) -> Iterator[int]:
     """A uvicorn subprocess serving `app_name` on a free loopback port; stopped (SIGINT, then kill) on exit."""
     port = free_port()
     env = {**os.environ, "FUNNEL_DATABASE_URL": database_url, "PYTHONPATH": str(REPO_ROOT)}
     log_path = workdir / f"serve-{app_name}-{port}.log"
-    cmd = [sys.executable, "-m", "bench.http_advance", "--serve", app_name, "--port", str(port)]
+    cmd = [sys.executable, "-m", "bench.http_advance", "--serve", app_name, "--port", str(port),
+           "--workers", str(workers)]
     if not ticker:
         cmd.append("--no-ticker")
     with log_path.open("w") as log:
@@ -219,13 +210,13 @@ def _summary(result: LoadResult) -> dict[str, Any]:
 
 
 def measure(app_name: str, database_url: str, workdir: Path, sizes: Sizes, loadgen: Executor, *,
-            ticker: bool, connections: int = CONNECTIONS) -> Measured:
+            ticker: bool, connections: int = CONNECTIONS, workers: int = WORKERS) -> Measured:
     source: Instances | Synthetic = Instances(database_url) if app_name == "real" else Synthetic()
     stages = len(STAGE_DATA)
     try:
         headers = {"Authorization": f"Bearer {source.token}"}
         warm_ids = source.start(sizes.warmup_instances)
-        with server(app_name, database_url, workdir, ticker=ticker) as port:
+        with server(app_name, database_url, workdir, ticker=ticker, workers=workers) as port:
             warm = loadgen.submit(run_closed, HOST, port, headers, lanes(warm_ids, connections)).result()
             # instances for each run are started here, between runs, while the server is idle (untimed)
             estimate = warm.ok / warm.seconds if warm.seconds else 0.0
@@ -258,19 +249,21 @@ def measure(app_name: str, database_url: str, workdir: Path, sizes: Sizes, loadg
                     warmup={**_summary(warm), "rate": round(estimate, 1)})
 
 
-def rows_for(kind: str, base: Measured, ours: Measured, *, ticker: bool, connections: int) -> list[Row]:
+def rows_for(kind: str, base: Measured, ours: Measured, *, ticker: bool, connections: int,
+             workers: int = WORKERS) -> list[Row]:
     errors = sum(a["errors"] for a in ours.closed) + ours.paced["errors"] + ours.warmup["errors"]
     base_errors = sum(a["errors"] for a in base.closed) + base.paced["errors"] + base.warmup["errors"]
-    common = {"connections": connections, "ticker": ticker,
-              "server": "uvicorn, 1 process, httptools + uvloop, steady_gc, no access log"}
+    common = {"connections": connections, "ticker": ticker, "workers": workers,
+              "server": f"uvicorn, {workers} worker process(es), httptools + uvloop, steady_gc, no access log"}
+    served = "" if workers == WORKERS else f", {workers} workers"
     throughput = Row(
-        f"http advance, {kind}: throughput", "advances/s", "trivial app", base.rate, ours.rate,
+        f"http advance, {kind}{served}: throughput", "advances/s", "trivial app", base.rate, ours.rate,
         ">= 1,000/s, zero errors",
         extra={**common, "errors": errors, "baseline_errors": base_errors, "closed_attempts": ours.closed,
                "baseline_closed_attempts": base.closed, "warmup": ours.warmup})
     latency = Row(
-        f"http advance, {kind}: p99 at half load", "ms", "trivial app", base.p99_ms, ours.p99_ms, "p99 <= 10 ms",
-        higher_is_better=False,
+        f"http advance, {kind}{served}: p99 at half load", "ms", "trivial app", base.p99_ms, ours.p99_ms,
+        "p99 <= 10 ms", higher_is_better=False,
         extra={**common, "p50_ms": round(ours.p50_ms, 2), "baseline_p50_ms": round(base.p50_ms, 2),
                "achieved_rate": round(ours.paced_rate, 1), "baseline_achieved_rate": round(base.paced_rate, 1),
                "paced": ours.paced, "baseline_paced": base.paced})
@@ -278,15 +271,15 @@ def rows_for(kind: str, base: Measured, ours: Measured, *, ticker: bool, connect
 
 
 def run(workdir: Path, *, quick: bool, kinds: tuple[str, ...] = ("sqlite", "postgresql"),
-        ticker: bool = True, connections: int = CONNECTIONS) -> list[Row]:
+        ticker: bool = True, connections: int = CONNECTIONS, workers: int = WORKERS) -> list[Row]:
     sizes = QUICK if quick else FULL
     rows: list[Row] = []
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as loadgen:
         for kind in kinds:
             with database(kind, workdir) as url:
-                base = measure("trivial", url, workdir, sizes, loadgen, ticker=ticker, connections=connections)
-                ours = measure("real", url, workdir, sizes, loadgen, ticker=ticker, connections=connections)
-            rows.extend(rows_for(kind, base, ours, ticker=ticker, connections=connections))
+                base, ours = (measure(app, url, workdir, sizes, loadgen, ticker=ticker, connections=connections,
+                                      workers=workers) for app in ("trivial", "real"))
+            rows.extend(rows_for(kind, base, ours, ticker=ticker, connections=connections, workers=workers))
     return rows
 
 
@@ -297,17 +290,19 @@ def main() -> None:
     parser.add_argument("--no-ticker", dest="ticker", action="store_false",
                         help="serve without the background ticker (funnel serve runs it by default)")
     parser.add_argument("--connections", type=int, default=CONNECTIONS, help="load-generator connections")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="uvicorn worker processes, both apps alike")
     parser.add_argument("--verbose", action="store_true", help="also print each row's extra figures")
     parser.add_argument("--serve", choices=("real", "trivial"), help=argparse.SUPPRESS)  # the server subprocess
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port, ticker=args.ticker)
+        serve(args.serve, args.port, ticker=args.ticker, workers=args.workers)
         return
     kinds = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = run(Path(tmp), quick=args.quick, kinds=kinds, ticker=args.ticker, connections=args.connections)
+        rows = run(Path(tmp), quick=args.quick, kinds=kinds, ticker=args.ticker, connections=args.connections,
+                   workers=args.workers)
     print(format_table(rows))
     if args.verbose:
         for r in rows:

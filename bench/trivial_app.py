@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
-app = FastAPI()
+from api.app import steady_gc
+
+
+@asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    steady_gc()  # as api.serving's workers do at startup
+    yield
+
+
+app = FastAPI(lifespan=_lifespan)
 
 
 @app.post("/api/instances/{instance_id}/advance")

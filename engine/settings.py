@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.errors import FunnelError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +30,8 @@ class Settings(BaseSettings):
     workflows_dir: Path = Field(default=REPO_ROOT / "workflows", description="folder of *.bpmn / *.dmn")
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = Field(default=1, ge=1, le=64,
+                         description="processes `funnel serve` runs (one core each), each with a ticker beside it")
     definition_cache_size: int = Field(default=64, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="largest request body the API reads")
     workflow_cache_size: int = Field(default=512, ge=0, description="restored workflows kept in memory (0 = off)")
@@ -43,6 +47,21 @@ class Settings(BaseSettings):
     delivery_seconds: float = Field(default=2.0, gt=0, le=3600, description="outbox delivery interval")
 
 
+class SettingsError(FunnelError):
+    """A FUNNEL_* setting (environment variable) that cannot be used: which one, what it holds, what it must be."""
+
+    code = "invalid_setting"
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; SettingsError (not pydantic's traceback) when one is unusable."""
+    try:
+        return Settings()
+    except ValidationError as err:
+        wrong = [f"{_env_name(e['loc'])}={e['input']!r}: {e['msg']}" for e in err.errors()]
+        raise SettingsError("invalid setting(s): " + "; ".join(wrong)) from None
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return "FUNNEL_" + "_".join(str(part) for part in loc).upper()

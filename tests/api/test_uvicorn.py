@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +44,15 @@ def cli_env(db_url: str) -> dict[str, str]:
     return {**os.environ, "FUNNEL_DATABASE_URL": db_url, "PYTHONPATH": str(REPO), "FUNNEL_TICK_SECONDS": "0.5"}
 
 
-@pytest.fixture
-def service(db_url: str, tmp_path: Path) -> Iterator[Service]:
-    """`funnel users add` then `funnel serve` in subprocesses; waits for /health; stops the server after."""
+@dataclass(frozen=True)
+class Served:
+    service: Service
+    server: subprocess.Popen[bytes]
+
+
+@contextmanager
+def serving(db_url: str, tmp_path: Path, *options: str) -> Iterator[Served]:
+    """`funnel users add` then `funnel serve [options]` in subprocesses; waits for /health; stops the server after."""
     env = cli_env(db_url)
     added = subprocess.run([sys.executable, "-c", RUN_CLI, "users", "add", "root", "--role", "admin"], env=env,
                            cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -53,8 +60,8 @@ def service(db_url: str, tmp_path: Path) -> Iterator[Service]:
     token = added.stdout.strip().splitlines()[-1]
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen([sys.executable, "-c", RUN_CLI, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen([sys.executable, "-c", RUN_CLI, "serve", "--host", "127.0.0.1", "--port", str(port),
+                               *options], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -67,15 +74,27 @@ def service(db_url: str, tmp_path: Path) -> Iterator[Service]:
             assert server.poll() is None, (tmp_path / "serve.log").read_text()
             assert time.monotonic() < deadline, "the server did not become healthy in time"
             time.sleep(0.2)
-        yield Service(url, token)
+        yield Served(Service(url, token), server)
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+        stop(server)
         log.close()
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    if server.poll() is None:
+        server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=10)
+
+
+@pytest.fixture
+def service(db_url: str, tmp_path: Path) -> Iterator[Service]:
+    """The service as `funnel serve` runs it by default: one process, its ticker beside the API."""
+    with serving(db_url, tmp_path) as served:
+        yield served.service
 
 
 def test_given_a_running_server_then_auth_a_write_race_and_limits_behave_over_the_network(service: Service) -> None:
@@ -118,3 +137,60 @@ def test_given_a_running_server_then_auth_a_write_race_and_limits_behave_over_th
         while not client.get("/health").json()["ticker"]["alive"] and time.monotonic() < deadline:
             time.sleep(0.5)
         assert client.get("/health").json()["status"] == "ok"
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent pid of a live process (Linux /proc), None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # after "(comm)": state, then ppid
+
+
+def test_given_two_workers_then_both_serve_and_tick_every_advance_lands_once_and_both_stop(
+        db_url: str, tmp_path: Path) -> None:
+    # given `funnel serve --workers 2`
+    with serving(db_url, tmp_path, "--workers", "2") as served:
+        service, server = served.service, served.server
+        with httpx.Client(base_url=service.url, timeout=30) as client:
+            # then two worker processes of this server each run a ticker (their heartbeats name them)
+            deadline = time.monotonic() + 30
+            while True:
+                workers = client.get("/health").json()["ticker"]["workers"]
+                pids = {int(w["worker_id"].rsplit(":", 1)[1]) for w in workers if w["alive"]}
+                ours = {pid for pid in pids if _parent_of(pid) == server.pid}
+                if len(ours) == 2 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            assert len(ours) == 2, workers
+            ids = [client.post("/api/instances", headers=service.auth, json={
+                "workflow": "sales_funnel", "customer_tier": "B", "data": OPPORTUNITY}).json()["id"]
+                for _ in range(12)]
+        # when eight clients (connections spread over both workers) advance twelve instances at once, each twice:
+        # once at its current version, once more at that same (now stale) version
+        replies: dict[int, list[int]] = {i: [] for i in ids}
+
+        def advance(mine: list[int]) -> None:
+            with httpx.Client(base_url=service.url, timeout=30) as own:
+                for i in mine:
+                    for _ in range(2):
+                        replies[i].append(own.post(f"/api/instances/{i}/advance", headers=service.auth,
+                                                   json={"data": {}, "expected_version": 1}).status_code)
+
+        threads = [threading.Thread(target=advance, args=(ids[k::8],)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        # then each instance moved exactly once: the stale second try is refused whichever worker takes it
+        assert all(codes == [200, 409] for codes in replies.values()), replies
+        with httpx.Client(base_url=service.url, timeout=30) as client:
+            versions = {client.get(f"/api/instances/{i}", headers=service.auth).json()["row_version"] for i in ids}
+            history = client.get(f"/api/instances/{ids[0]}/history", headers=service.auth).json()
+        assert versions == {2}
+        assert [e["kind"] for e in history].count("advanced") == 1
+        # when the server is told to stop, then it and both workers are gone
+        stop(server)
+        assert server.returncode in (0, -signal.SIGINT)
+        assert all(_parent_of(pid) is None for pid in ours)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from bench.engine_advance import STAGE_DATA
 from bench.http_advance import Sizes, lanes, measure, rows_for
 
@@ -22,11 +24,14 @@ def test_given_ids_then_each_lane_owns_its_instances_and_advances_them_stage_by_
         assert all(method == "POST" and path.endswith("/advance") for method, path, _ in lane)
 
 
-def test_given_a_tiny_run_then_both_apps_answer_every_advance_without_errors(db_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_given_a_tiny_run_then_both_apps_answer_every_advance_without_errors(db_url: str, tmp_path: Path,
+                                                                            workers: int) -> None:
     with ThreadPoolExecutor(1) as loadgen:  # the servers are still their own processes
-        base = measure("trivial", db_url, tmp_path, TINY, loadgen, ticker=False, connections=2)
-        ours = measure("real", db_url, tmp_path, TINY, loadgen, ticker=True, connections=2)
-    throughput, latency = rows_for("test", base, ours, ticker=True, connections=2)
+        base = measure("trivial", db_url, tmp_path, TINY, loadgen, ticker=False, connections=2, workers=workers)
+        ours = measure("real", db_url, tmp_path, TINY, loadgen, ticker=True, connections=2, workers=workers)
+    throughput, latency = rows_for("test", base, ours, ticker=True, connections=2, workers=workers)
+    assert throughput.extra["workers"] == workers
     assert throughput.extra["errors"] == throughput.extra["baseline_errors"] == 0, throughput.extra
     assert throughput.ours > 0 and throughput.baseline > 0
     assert latency.extra["paced"]["statuses"] == {"200": latency.extra["paced"]["requests"]}
