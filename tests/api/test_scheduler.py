@@ -317,20 +317,31 @@ def test_funnel_scheduler_once_fires_and_sends_then_exits(
 def test_funnel_serve_runs_the_ticker_beside_the_api_unless_told_not_to(
         tmp_path: Any, env: Any, monkeypatch: pytest.MonkeyPatch, flag: list[str], embedded: bool) -> None:
     import uvicorn
+    from fastapi.testclient import TestClient
+
+    from api import serving
 
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.setdefault("served", True))
     real_running = background.running
 
     def spy(ticker: Ticker | None) -> Any:
         seen["ticker"] = ticker
         return real_running(None)
 
+    def fake_run(target: str, **options: Any) -> None:
+        seen["served"], seen["options"] = target, options
+        with TestClient(serving.served_app()):  # what each worker builds and starts (its lifespan)
+            pass
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
     monkeypatch.setattr(background, "running", spy)
+    monkeypatch.delenv(serving.TICKER_ENV, raising=False)  # serve sets it for its workers; restored after
     env(database_url=f"sqlite:///{tmp_path / 'f.sqlite3'}")
     result = runner.invoke(app, ["serve", *flag])
     assert result.exit_code == 0, result.output
-    assert seen["served"] is True and (seen["ticker"] is not None) is embedded
+    assert seen["served"] == serving.FACTORY and seen["options"]["factory"] is True
+    assert seen["options"]["workers"] == 1
+    assert (seen["ticker"] is not None) is embedded
 
 
 def test_given_a_tick_slower_than_its_interval_then_the_skipped_runs_are_not_logged_as_warnings(
