@@ -7,8 +7,9 @@ workflow files and seeded the demo, so the workers only open the engine (no two 
 worker ticks too, unless the ticker is off: the database decides what is due and claims each row for one
 worker (design.md), so any number of tickers fire every event exactly once.
 
-Per worker, not shared: the workflow and definition caches (keyed by row version and hash, so never stale)
-and the HTTP request counters of /metrics (the engine gauges there are read from the database).
+Per worker, not shared: the workflow and definition caches (keyed by row version and hash, so never stale),
+the HTTP request counters of /metrics (the engine gauges there are read from the database) and the database
+connection pool (up to 15 connections each: on PostgreSQL, workers x 15 must stay under max_connections).
 """
 
 from __future__ import annotations

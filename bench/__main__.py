@@ -21,6 +21,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows.extend(engine_advance.run(Path(tmp), quick=args.quick))
         rows.extend(http_advance.run(Path(tmp), quick=args.quick))
+        # the same served with one worker per core of the goals' 2-core machine (funnel serve --workers 2)
+        rows.extend(http_advance.run(Path(tmp), quick=args.quick, workers=http_advance.CORES))
         rows.extend(timers.run(Path(tmp), quick=args.quick))
         rows.extend(size.run(Path(tmp), quick=args.quick))
     print(format_table(rows))

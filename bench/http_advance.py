@@ -54,6 +54,7 @@ CONNECTIONS = 8  # concurrent keep-alive connections (lanes) of the load generat
 WORKFLOW = "sales_funnel"
 LOGIN = "bench"
 WORKERS = 1  # uvicorn worker processes per app (--workers); `funnel serve`'s default (FUNNEL_WORKERS)
+CORES = 2  # the goals' machine: `./dev bench` also serves both apps with this many workers
 # httptools + uvloop (pinned in pyproject), no access log; both apps alike
 UVICORN_OPTIONS: dict[str, Any] = {"log_level": "warning", "access_log": False}
 
