@@ -98,6 +98,10 @@ def serve(app_name: str, port: int, *, ticker: bool, workers: int) -> None:
         return
     from api import serving  # what `funnel serve` runs after its set-up (done by Instances, in the bench process)
 
+    if os.environ.get("BENCH_SERVER_TIMES") and workers == 1:  # bench.profile_http times inside this process
+        from bench import profile_http
+
+        profile_http.instrument(os.environ["BENCH_SERVER_TIMES"], int(os.environ.get("BENCH_SERVER_SKIP", "0")))
     serving.serve(host=HOST, port=port, workers=workers, ticker=ticker, **UVICORN_OPTIONS)
 
 
