@@ -54,6 +54,8 @@ CONNECTIONS = 8  # concurrent keep-alive connections (lanes) of the load generat
 WORKFLOW = "sales_funnel"
 LOGIN = "bench"
 WORKERS = 1  # uvicorn worker processes per app (--workers); `funnel serve`'s default (FUNNEL_WORKERS)
+# bench.profile_http asks the server process (1 worker) to time its advances: where to write them, how many to skip
+TIMES_ENV, SKIP_ENV = "BENCH_SERVER_TIMES", "BENCH_SERVER_SKIP"
 CORES = 2  # the goals' machine: `./dev bench` also serves both apps with this many workers
 # httptools + uvloop (pinned in pyproject), no access log; both apps alike
 UVICORN_OPTIONS: dict[str, Any] = {"log_level": "warning", "access_log": False}
@@ -98,10 +100,10 @@ def serve(app_name: str, port: int, *, ticker: bool, workers: int) -> None:
         return
     from api import serving  # what `funnel serve` runs after its set-up (done by Instances, in the bench process)
 
-    if os.environ.get("BENCH_SERVER_TIMES") and workers == 1:  # bench.profile_http times inside this process
+    if os.environ.get(TIMES_ENV) and workers == 1:  # bench.profile_http times inside this process
         from bench import profile_http
 
-        profile_http.instrument(os.environ["BENCH_SERVER_TIMES"], int(os.environ.get("BENCH_SERVER_SKIP", "0")))
+        profile_http.instrument(os.environ[TIMES_ENV], int(os.environ.get(SKIP_ENV, "0")))
     serving.serve(host=HOST, port=port, workers=workers, ticker=ticker, **UVICORN_OPTIONS)
 
 

@@ -35,11 +35,8 @@ from typing import Any
 
 from bench.common import database
 from bench.engine_advance import STAGE_DATA
-from bench.http_advance import CONNECTIONS, HOST, Instances, lanes, server
+from bench.http_advance import CONNECTIONS, HOST, SKIP_ENV, TIMES_ENV, Instances, lanes, server
 from bench.loadgen import run_closed
-
-TIMES_ENV = "BENCH_SERVER_TIMES"  # where the server writes what it timed, at exit
-SKIP_ENV = "BENCH_SERVER_SKIP"  # advances to let pass untimed first (the warm-up's)
 
 
 @dataclass
